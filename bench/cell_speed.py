@@ -1,0 +1,188 @@
+"""Training speed of our recurrent layer against Keras' built-in layers.
+
+Trains the same small word language model,
+
+    Embedding(vocab, hidden) -> recurrent layer -> Dense(vocab) (softmax
+    cross-entropy on the logits)
+
+once with `Recurrent(LSTMCell)` / `Recurrent(GRUCell)` from `keras_models`
+and once with `keras.layers.LSTM` / `keras.layers.GRU`, same shapes, same
+optimizer (SGD), on synthetic random token ids drawn with a fixed seed,
+each with `jit_compile` off and on, all in ONE process. Every model is built
+and warmed up first (tracing / XLA compilation excluded); then the timed
+`model.fit` calls run round-robin over the models, `--repeats` rounds, and the
+median round gives tokens/s. The table shows tokens/s per (cell, layer, jit)
+and the ratio ours / built-in.
+
+Note: `keras.layers.GRU` is used with its default `reset_after=True`; our
+GRUCell is the Cho et al. form (`reset_after=False`). Same shapes and matmul
+sizes.
+
+Example (2 CPU cores, about a minute):
+
+    python bench/cell_speed.py --steps 100 --warmup 5 --repeats 3 \
+        --output bench/results/cell_speed.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+# Let `python bench/cell_speed.py` find the repository packages.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=(
+            "Tokens/s of a word LM trained with our Recurrent(LSTMCell/GRUCell) vs "
+            "keras.layers.LSTM/GRU, jit_compile off and on, in one run."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--steps", type=int, default=100, help="timed training steps per model and round")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps per model before timing (tracing, XLA compile)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds (round-robin over models); the median is reported")
+    parser.add_argument("--batch-size", type=int, default=20, help="sequences per batch")
+    parser.add_argument("--bptt", type=int, default=20, help="time steps per sequence (truncated BPTT length)")
+    parser.add_argument("--hidden", type=int, default=200, help="embedding size and recurrent units")
+    parser.add_argument("--vocab", type=int, default=10000, help="vocabulary size (softmax width)")
+    parser.add_argument("--cells", default="lstm,gru", help="comma-separated cells: lstm, gru")
+    parser.add_argument("--jit", default="off,on", help="comma-separated jit_compile settings: off, on")
+    parser.add_argument("--seed", type=int, default=1234, help="seed of the synthetic data and weights")
+    parser.add_argument("--output", default=None, help="write the results as JSON to this path")
+    return parser.parse_args(argv)
+
+
+def build_model(kind, cell_name, args, jit):
+    import keras
+
+    from keras_models.cells import get_cell
+    from keras_models.recurrent import Recurrent
+
+    keras.utils.set_random_seed(args.seed)
+    if kind == "ours":
+        layer = Recurrent(get_cell(cell_name, args.hidden), return_sequences=True)
+    else:
+        builtin = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[cell_name]
+        layer = builtin(args.hidden, return_sequences=True)
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(args.bptt,), batch_size=args.batch_size, dtype="int32"),
+            keras.layers.Embedding(args.vocab, args.hidden),
+            layer,
+            keras.layers.Dense(args.vocab),
+        ]
+    )
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=1.0, clipnorm=5.0),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=jit,
+    )
+    return model
+
+
+def make_dataset(args):
+    import tensorflow as tf
+
+    rng = np.random.default_rng(args.seed)
+    n = 64  # distinct batches, cycled
+    ids = rng.integers(0, args.vocab, size=(n * args.batch_size, args.bptt + 1), dtype=np.int32)
+    ds = tf.data.Dataset.from_tensor_slices((ids[:, :-1], ids[:, 1:]))
+    return ds.batch(args.batch_size, drop_remainder=True).repeat().prefetch(2)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import keras
+    import tensorflow as tf
+
+    cells = [c.strip() for c in args.cells.split(",") if c.strip()]
+    jits = [{"off": False, "on": True}[j.strip()] for j in args.jit.split(",") if j.strip()]
+    dataset = make_dataset(args)
+    tokens = args.steps * args.batch_size * args.bptt
+
+    configs = [(c, k, j) for c in cells for j in jits for k in ("ours", "keras")]
+    models = {}
+    for config in configs:
+        cell_name, kind, jit = config
+        model = build_model(kind, cell_name, args, jit)
+        t0 = time.perf_counter()
+        model.fit(dataset, epochs=1, steps_per_epoch=args.warmup, verbose=0)
+        print(
+            f"warm-up {cell_name}/{kind}/jit={'on' if jit else 'off'}: "
+            f"{time.perf_counter() - t0:.1f}s",
+            flush=True,
+        )
+        models[config] = model
+
+    times = {config: [] for config in configs}
+    for r in range(args.repeats):
+        for config in configs:
+            t0 = time.perf_counter()
+            models[config].fit(dataset, epochs=1, steps_per_epoch=args.steps, verbose=0)
+            times[config].append(time.perf_counter() - t0)
+        print(f"round {r + 1}/{args.repeats} done", flush=True)
+
+    rows = []
+    for cell_name in cells:
+        for jit in jits:
+            tps = {k: tokens / statistics.median(times[(cell_name, k, jit)]) for k in ("ours", "keras")}
+            rows.append(
+                {
+                    "cell": cell_name,
+                    "jit_compile": jit,
+                    "ours_tokens_per_s": round(tps["ours"], 1),
+                    "keras_tokens_per_s": round(tps["keras"], 1),
+                    "ratio_ours_over_keras": round(tps["ours"] / tps["keras"], 3),
+                    "ours_seconds": [round(t, 3) for t in times[(cell_name, "ours", jit)]],
+                    "keras_seconds": [round(t, 3) for t in times[(cell_name, "keras", jit)]],
+                }
+            )
+
+    header = f"{'cell':<5} {'jit':<4} {'ours tok/s':>11} {'keras tok/s':>12} {'ours/keras':>11}"
+    print()
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        print(
+            f"{row['cell']:<5} {'on' if row['jit_compile'] else 'off':<4} "
+            f"{row['ours_tokens_per_s']:>11.0f} {row['keras_tokens_per_s']:>12.0f} "
+            f"{row['ratio_ours_over_keras']:>10.2f}x"
+        )
+
+    if args.output:
+        result = {
+            "benchmark": "cell_speed",
+            "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
+            "settings": vars(args),
+            "tokens_per_round": tokens,
+            "environment": {
+                "tensorflow": tf.__version__,
+                "keras": keras.__version__,
+                "python": platform.python_version(),
+                "machine": platform.machine(),
+                "cpu_count": os.cpu_count(),
+                "devices": [d.name for d in tf.config.list_logical_devices()],
+            },
+            "rows": rows,
+        }
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+        with open(args.output, "w") as f:
+            json.dump(result, f, indent=2)
+        print(f"\nwrote {args.output}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Models that take raw strings: tokenization inside the graph, loadable with ``keras.saving`` and MLflow.
+
+:class:`TextToIds` runs the same tokenizer the prepare job used (``preprocessing.tokenizers``) and a
+``keras.layers.StringLookup`` over the prepared vocabulary, so an exported model needs nothing but
+the ``.keras`` file and rnnflow installed. :class:`LanguageModelScorer` wraps a trained language model:
+raw sentences in, per-sentence log-probability, token count and perplexity out.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from preprocessing.tokenizers import Tokenizer
+from preprocessing.vocab import EOS_ID, PAD, RESERVED_TOKENS, UNK
+
+
+@keras.saving.register_keras_serializable(package="rnnflow")
+class TextToIds(keras.layers.Layer):
+    """Raw strings → padded token ids (``<pad>`` = 0), in the graph.
+
+    Args:
+        tokenizer: the tokenizer config as a dict (``TokenizerConfig.to_dict()``).
+        vocabulary: every token in id order, reserved tokens first (``Vocabulary.tokens``).
+        append_eos: end every sequence with ``<eos>`` (what a language model predicts last).
+        **kwargs: passed to ``keras.layers.Layer``.
+
+    Call arguments:
+        texts: ``tf.string`` tensor ``[batch]`` (or ``[batch, 1]``).
+
+    Returns int64 ids ``[batch, max_tokens]``.
+
+    Example:
+
+    >>> layer = TextToIds({"level": "word"}, ["<pad>", "<unk>", "<bos>", "<eos>", "a"])
+    >>> layer(tf.constant(["a b a"])).numpy().tolist()
+    [[4, 1, 4, 3]]
+    """
+
+    def __init__(self, tokenizer, vocabulary, append_eos=True, **kwargs):
+        super().__init__(**kwargs)
+        if tuple(vocabulary[: len(RESERVED_TOKENS)]) != RESERVED_TOKENS:
+            raise ValueError(f"the vocabulary must start with {list(RESERVED_TOKENS)}")
+        self.tokenizer = dict(tokenizer)
+        self.vocabulary = list(vocabulary)
+        self.append_eos = append_eos
+        self._tokenizer = Tokenizer(self.tokenizer)
+        # StringLookup puts the mask token at 0 and the OOV token at 1: exactly <pad> and <unk>.
+        self.lookup = keras.layers.StringLookup(
+            vocabulary=self.vocabulary[2:], mask_token=PAD, oov_token=UNK, num_oov_indices=1, output_mode="int"
+        )
+
+    def call(self, texts):
+        texts = tf.reshape(tf.convert_to_tensor(texts, tf.string), [-1])
+        tokens = self._tokenizer.tokenize(texts)
+        ids = tf.ragged.map_flat_values(self.lookup, tokens)
+        if self.append_eos:
+            eos = tf.fill([tf.shape(texts)[0], 1], tf.constant(EOS_ID, ids.dtype))
+            ids = tf.concat([ids, eos], axis=1)
+        return ids.to_tensor(default_value=0)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], None)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"tokenizer": self.tokenizer, "vocabulary": self.vocabulary, "append_eos": self.append_eos})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="rnnflow")
+class LanguageModelScorer(keras.Model):
+    """Scores raw sentences with a trained language model.
+
+    Each sentence is tokenized, ``<eos>`` is appended, and the model reads it after an ``<eos>`` (the
+    sentence boundary it saw in training); padding does not count.
+
+    Args:
+        text_to_ids: a :class:`TextToIds` layer.
+        language_model: a trained ``RNNLanguageModel``.
+        **kwargs: passed to ``keras.Model``.
+
+    Call arguments:
+        texts: ``tf.string`` tensor ``[batch]``.
+
+    Returns a dict: ``log_prob`` (natural log, summed over tokens), ``num_tokens``, ``perplexity``.
+
+    Example:
+
+    >>> scorer = LanguageModelScorer(TextToIds(tok_cfg, vocab.tokens), lm)  # doctest: +SKIP
+    >>> scorer(tf.constant(["the cat sat"]))["perplexity"]  # doctest: +SKIP
+    """
+
+    def __init__(self, text_to_ids, language_model, **kwargs):
+        super().__init__(**kwargs)
+        self.text_to_ids = text_to_ids
+        self.language_model = language_model
+
+    def call(self, texts):
+        ids = self.text_to_ids(texts)
+        ids = tf.cast(ids, tf.int32)
+        batch = tf.shape(ids)[0]
+        inputs = tf.concat([tf.fill([batch, 1], EOS_ID), ids[:, :-1]], axis=1)
+        logits, _ = self.language_model.forward(inputs, training=False)
+        log_probs = -keras.losses.sparse_categorical_crossentropy(ids, logits, from_logits=True)
+        mask = tf.cast(ids != 0, log_probs.dtype)
+        log_prob = tf.reduce_sum(log_probs * mask, axis=1)
+        count = tf.reduce_sum(mask, axis=1)
+        return {"log_prob": log_prob, "num_tokens": count, "perplexity": tf.exp(-log_prob / tf.maximum(count, 1.0))}
+
+    @property
+    def vocabulary(self) -> list[str]:
+        return self.text_to_ids.vocabulary
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return self.text_to_ids._tokenizer
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "text_to_ids": keras.saving.serialize_keras_object(self.text_to_ids),
+                "language_model": keras.saving.serialize_keras_object(self.language_model),
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["text_to_ids"] = keras.saving.deserialize_keras_object(config["text_to_ids"])
+        config["language_model"] = keras.saving.deserialize_keras_object(config["language_model"])
+        return cls(**config)

@@ -1,0 +1,251 @@
+"""`Recurrent`: the fast layer that runs one of our cells over a sequence.
+
+The input half of every cell (`cell.project_inputs`: input kernel and bias)
+is one `[batch * time, D] x [D, gates * units]` matmul computed before the
+time loop; the loop only runs `cell.step`, the recurrent half. The loop is a
+`tf.while_loop` over time-major tensors with static shapes where they are
+known, and no Python-side state, so it compiles under XLA
+(`jit_compile=True`), runs under `tf.distribute` strategies and in mixed
+precision.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+__all__ = ["Recurrent"]
+
+
+@keras.saving.register_keras_serializable(package="rnnflow")
+class Recurrent(keras.layers.Layer):
+    """Runs a recurrent cell over the time axis, input projection hoisted.
+
+    A drop-in for `keras.layers.RNN(cell)` with the cells of
+    `keras_models.cells` (anything with `state_size`, `output_size`,
+    `project_inputs` and `step`). Outputs, states and masking follow Keras:
+    a masked step keeps the previous states and outputs the previous output
+    (zeros with `zero_output_for_mask=True`, which `Bidirectional` sets for
+    sequences); with `go_backwards=True` the sequence is read backwards and
+    the output sequence is in the reversed order.
+
+    Dropout masks (input and recurrent) are drawn once per call, outside the
+    loop, and used at every step: variational dropout. Nothing is cached, so
+    nothing needs resetting between batches.
+
+    Args:
+        cell: A cell from `keras_models.cells` (built here if not built).
+        return_sequences: If True (default), return `[batch, time, units]`;
+            otherwise only the last output `[batch, units]`.
+        return_state: If True, return `[outputs, *final_states]`.
+        go_backwards: If True, process the sequence backwards.
+        zero_output_for_mask: If True, masked steps output zeros instead of
+            the previous output (states are carried either way).
+        **kwargs: Base layer arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: `[batch, time, D]` tensor.
+        initial_state: Optional list of `[batch, size]` tensors, one per
+            entry of `cell.state_size` (zeros when omitted).
+        mask: Optional `[batch, time]` boolean tensor; False steps are
+            skipped.
+        training: Python bool, enables the cell's dropout.
+
+    Example:
+
+    >>> layer = Recurrent(LSTMCell(4), return_state=True)
+    >>> outputs, h, c = layer(np.zeros((2, 5, 3), "float32"))
+    >>> outputs.shape, h.shape
+    (TensorShape([2, 5, 4]), TensorShape([2, 4]))
+    """
+
+    def __init__(
+        self,
+        cell,
+        return_sequences=True,
+        return_state=False,
+        go_backwards=False,
+        zero_output_for_mask=False,
+        **kwargs,
+    ):
+        for attr in ("state_size", "project_inputs", "step"):
+            if not hasattr(cell, attr):
+                raise TypeError(
+                    f"Recurrent needs a cell with `{attr}` (see keras_models.cells); "
+                    f"got {cell!r}. Use keras.layers.RNN for other cells."
+                )
+        super().__init__(**kwargs)
+        self.cell = cell
+        self.return_sequences = return_sequences
+        self.return_state = return_state
+        self.go_backwards = go_backwards
+        self.zero_output_for_mask = zero_output_for_mask
+        self.supports_masking = True
+
+    # Bidirectional reads these; this layer keeps no state across calls.
+    @property
+    def stateful(self):
+        return False
+
+    @property
+    def state_size(self):
+        size = self.cell.state_size
+        return list(size) if isinstance(size, (list, tuple)) else [size]
+
+    @property
+    def output_size(self):
+        return getattr(self.cell, "output_size", self.state_size[0])
+
+    def build(self, inputs_shape, initial_state_shape=None):
+        if not self.cell.built:
+            self.cell.build((inputs_shape[0], inputs_shape[-1]))
+
+    def compute_output_shape(self, inputs_shape, initial_state_shape=None):
+        batch = inputs_shape[0]
+        if self.return_sequences:
+            out = (batch, inputs_shape[1], self.output_size)
+        else:
+            out = (batch, self.output_size)
+        if self.return_state:
+            return (out, *[(batch, size) for size in self.state_size])
+        return out
+
+    def compute_mask(self, inputs, mask=None):
+        output_mask = mask if self.return_sequences else None
+        if self.return_state:
+            return [output_mask] + [None] * len(self.state_size)
+        return output_mask
+
+    def get_initial_state(self, batch_size):
+        return [ops.zeros((batch_size, size), dtype=self.compute_dtype) for size in self.state_size]
+
+    def call(self, inputs, initial_state=None, mask=None, training=None):
+        dtype = self.compute_dtype
+        inputs = ops.cast(inputs, dtype)
+        batch = tf.shape(inputs)[0]
+        training = bool(training)  # a Python flag: chooses the graph
+
+        if initial_state is None:
+            states = self.get_initial_state(batch)
+        else:
+            states = initial_state if isinstance(initial_state, (list, tuple)) else [initial_state]
+            if len(states) != len(self.state_size):
+                raise ValueError(
+                    f"Expected {len(self.state_size)} initial state tensors, got {len(states)}."
+                )
+            states = [ops.cast(s, dtype) for s in states]
+
+        input_mask, recurrent_mask = self.cell.get_dropout_masks(batch, training, dtype)
+        if input_mask is not None:
+            inputs = inputs * input_mask[:, None, :]
+
+        # Time-major before the projection: transposing [T, B, D] is cheaper
+        # than transposing [T, B, G*units].
+        x = tf.transpose(inputs, [1, 0, 2])
+        if self.go_backwards:
+            x = tf.reverse(x, [0])
+        projected = self.cell.project_inputs(x)  # [T, B, G*units], one matmul
+
+        if mask is not None:
+            mask = tf.transpose(tf.cast(mask, tf.bool), [1, 0])
+            if self.go_backwards:
+                mask = tf.reverse(mask, [0])
+            mask = mask[:, :, None]  # [T, B, 1]
+
+        last_output, outputs, states = self._loop(projected, states, mask, recurrent_mask)
+
+        if self.return_sequences:
+            output = tf.transpose(outputs, [1, 0, 2])
+        else:
+            output = last_output
+        if self.return_state:
+            return [output, *states]
+        return output
+
+    def _loop(self, projected, states, mask, recurrent_mask):
+        """Runs `cell.step` over the time axis of `projected` `[T, B, G*units]`.
+
+        Returns `(last_output [B, H], outputs [T, B, H] or None, states)`.
+        """
+        cell = self.cell
+        weights = cell.recurrent_weights()  # read, cast and sliced once
+        zero_out = self.zero_output_for_mask
+
+        def step(x_t, m_t, prev_output, states):
+            output, new_states = cell.step(
+                x_t, states, recurrent_mask=recurrent_mask, weights=weights
+            )
+            new_states = list(new_states) if isinstance(new_states, (list, tuple)) else [new_states]
+            if m_t is None:
+                return output, output, new_states
+            new_states = [tf.where(m_t, n, s) for n, s in zip(new_states, states)]
+            if zero_out:
+                output = tf.where(m_t, output, tf.zeros_like(output))
+                return output, tf.where(m_t, output, prev_output), new_states
+            output = tf.where(m_t, output, prev_output)
+            return output, output, new_states
+
+        batch = tf.shape(projected)[1]
+        prev_output = tf.zeros(tf.stack([batch, self.output_size]), projected.dtype)
+        if getattr(self, "_impl", "while") == "unroll" and projected.shape[0] is not None:
+            outputs = []
+            for t in range(projected.shape[0]):
+                m_t = None if mask is None else mask[t]
+                output, prev_output, states = step(projected[t], m_t, prev_output, states)
+                outputs.append(output)
+            stacked = tf.stack(outputs) if self.return_sequences else None
+            return prev_output, stacked, states
+        return self._while_loop(step, projected, states, mask, prev_output)
+
+    def _while_loop(self, step, projected, states, mask, prev_output):
+        time_steps = projected.shape[0]
+        if time_steps is None:
+            time_steps = tf.shape(projected)[0]
+        dtype = projected.dtype
+        collect = self.return_sequences
+        # TensorArray reads: their gradient is a write, not a dense
+        # [T, B, G] slice gradient per step.
+        inputs_ta = tf.TensorArray(dtype, size=time_steps, element_shape=projected.shape[1:])
+        inputs_ta = inputs_ta.unstack(projected)
+        outputs_ta = tf.TensorArray(
+            dtype,
+            size=time_steps if collect else 0,
+            element_shape=tf.TensorShape([projected.shape[1], self.output_size]),
+        )
+
+        def body(t, prev_output, outputs_ta, *states):
+            m_t = None if mask is None else mask[t]
+            output, carried, new_states = step(inputs_ta.read(t), m_t, prev_output, list(states))
+            if collect:
+                outputs_ta = outputs_ta.write(t, output)
+            return (t + 1, carried, outputs_ta, *new_states)
+
+        _, last_output, outputs_ta, *final_states = tf.while_loop(
+            lambda t, *_: t < time_steps,
+            body,
+            (tf.constant(0, tf.int32), prev_output, outputs_ta, *states),
+            maximum_iterations=time_steps,
+            parallel_iterations=32,
+        )
+        outputs = outputs_ta.stack() if collect else None
+        return last_output, outputs, list(final_states)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "cell": keras.saving.serialize_keras_object(self.cell),
+                "return_sequences": self.return_sequences,
+                "return_state": self.return_state,
+                "go_backwards": self.go_backwards,
+                "zero_output_for_mask": self.zero_output_for_mask,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        cell = keras.saving.deserialize_keras_object(config.pop("cell"))
+        return cls(cell, **config)

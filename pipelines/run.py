@@ -1,0 +1,330 @@
+"""The scheduled run: prepare → train → evaluate → register / promote, safe to re-run.
+
+A run's work directory (``runs/<name>`` unless ``work_dir`` says otherwise) holds one folder per
+*run key*, a fingerprint of the model, training and generation settings plus the prepared data's
+fingerprint. Inside it: ``checkpoints/``, ``model/scorer.keras``, ``plots/`` and ``state.json``
+(the MLflow run id and, once finished, the result). So:
+
+- re-running a finished run with the same config and data does nothing and reports the result;
+- re-running after a kill resumes training from the last checkpoint, in the same MLflow run;
+- changed data (a new fingerprint) or a changed config gives a new key and a fresh training;
+- two runs on the same work directory at once: the second finds the lock taken and exits with
+  :data:`EXIT_LOCKED` instead of clobbering the first.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipelines.config import RunConfig, dump_config
+
+log = logging.getLogger("rnnflow")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
+
+
+class RunLockedError(RuntimeError):
+    """Another run holds the work directory's lock."""
+
+
+class RunLock:
+    """An exclusive, non-blocking ``flock`` on ``<work_dir>/<name>``; released when the process dies."""
+
+    def __init__(self, work_dir: Path, name: str = ".lock"):
+        self.path = Path(work_dir) / name
+        self._fd: int | None = None
+
+    def __enter__(self) -> "RunLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            holder = self.path.read_text(errors="replace").strip() or "another process"
+            raise RunLockedError(
+                f"{self.path} is locked by {holder}: another run is using {self.path.parent}. "
+                "Wait for it to finish (this run changed nothing)."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+@dataclass
+class RunResult:
+    run_key: str
+    data_dir: str
+    mlflow_run_id: str | None
+    metrics: dict[str, float]
+    sample: str
+    model_path: str
+    model_uri: str | None = None
+    registered_version: str | None = None
+    promotion: dict[str, Any] | None = None
+    reused: bool = False
+    resumed_from_step: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def run_key(config: RunConfig, data_fingerprint: str) -> str:
+    settings = {
+        "model": config.model.model_dump(mode="json"),
+        "training": config.training.model_dump(mode="json"),
+        "data": data_fingerprint,
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def build_language_model(config: RunConfig, vocab_size: int):
+    from keras_models.language_model import RNNLanguageModel
+
+    m = config.model
+    model = RNNLanguageModel(
+        vocab_size=vocab_size, cell=m.cell, num_layers=m.num_layers, embedding_dim=m.embedding_dim,
+        hidden_dim=m.hidden_dim, tie_weights=m.tie_weights, dropout=m.dropout,
+        recurrent_dropout=m.recurrent_dropout, activation=m.activation, seed=config.training.seed,
+    )
+    model.build((None, None))
+    return model
+
+
+def _detokenize(tokens: list[str], level: str) -> str:
+    if level == "char":
+        return "".join("\n" if t == "<eos>" else t for t in tokens)
+    return " ".join(tokens)
+
+
+def generate_text(scorer, prompt: str, *, max_tokens: int, temperature: float, top_k: int | None,
+                  top_p: float | None, seed: int) -> str:
+    """A continuation of ``prompt`` from an exported ``LanguageModelScorer`` (tokenizer and vocab inside)."""
+    from keras_models.generation import Generator
+    from preprocessing.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Vocabulary
+
+    vocab = Vocabulary(scorer.vocabulary)
+    level = scorer.tokenizer.config.level
+    tokens = scorer.tokenizer.tokenize_py(prompt) if prompt else []
+    prompt_ids = [EOS_ID] + vocab.encode(tokens)  # a sentence starts after <eos>, as in training
+    generator = Generator(scorer.language_model, banned_ids=(PAD_ID, UNK_ID, BOS_ID))
+    out = generator.generate(prompt_ids, max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+    return _detokenize(tokens + vocab.decode(out), level)
+
+
+def gradient_flow_curves(config: RunConfig, model, layout, steps: int = 60) -> dict[str, np.ndarray]:
+    """``||dL_T/dh_t||`` for the trained model and for fresh RNN / LSTM / GRU models of the same shape."""
+    import keras
+
+    from keras_models.diagnostics import gradient_flow
+
+    steps = min(steps, layout.inputs.shape[1])
+    ids, targets = layout.inputs[:4, :steps], layout.targets[:4, :steps]
+    curves = {f"trained {config.model.cell}": gradient_flow(model, ids, targets)}
+    for cell in ("rnn", "lstm", "gru"):
+        keras.utils.set_random_seed(config.training.seed)
+        fresh = build_language_model(config.model_copy(update={"model": config.model.model_copy(update={"cell": cell})}),
+                                     model.vocab_size)
+        curves[f"fresh {cell}"] = gradient_flow(fresh, ids, targets)
+    return curves
+
+
+def train_language_model(config: RunConfig, data_dir: Path, *, strategy, tracker, work: Path,
+                         register: bool) -> RunResult:
+    """Trains, evaluates, exports and (optionally) registers; everything is logged through ``tracker``."""
+    import keras
+    import tensorflow as tf
+
+    from keras_models.export import LanguageModelScorer, TextToIds
+    from keras_models.training import LanguageModelData, LanguageModelTask, StreamEvaluator, Trainer
+    from pipelines import plots, tracking
+    from preprocessing.input_fns import bptt_layout, lm_token_stream
+    from preprocessing.manifest import check_compatible, load_manifest, vocab_path
+    from preprocessing.vocab import Vocabulary
+
+    t = config.training
+    manifest = load_manifest(data_dir)
+    vocab = Vocabulary.load(vocab_path(data_dir, manifest))
+    check_compatible(manifest, task="lm", vocab_size=len(vocab))
+    tracker.log_artifact(data_dir / "manifest.json", "data")
+    tracker.log_artifact(vocab_path(data_dir, manifest), "data/vocab")
+
+    log.info("reading the token streams from %s", data_dir)
+    streams = {split: lm_token_stream(data_dir, split) for split in ("train", "valid", "test")}
+    train_layout = bptt_layout(streams["train"], t.batch_size, t.bptt)
+    eval_layouts = {s: bptt_layout(streams[s], t.eval_batch_size, t.bptt) for s in ("valid", "test")}
+    tracker.log_params({"data.fingerprint": manifest["fingerprint"], "data.train_tokens": len(streams["train"]),
+                        "data.vocab_size": len(vocab), "run.key": work.name,
+                        "run.replicas": strategy.num_replicas_in_sync})
+
+    keras.utils.set_random_seed(t.seed)
+    level = manifest["tokenizer"]["level"]
+    val_eval = StreamEvaluator(eval_layouts["valid"], jit_compile=t.jit_compile)
+
+    def on_step(step, metrics):
+        tracker.log_metrics({f"step/{k}": v for k, v in metrics.items()}, step=step)
+
+    def on_epoch(epoch, metrics):
+        tracker.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
+
+    trainer = Trainer(
+        strategy=strategy,
+        build_model=lambda: build_language_model(config, len(vocab)),
+        task=LanguageModelTask(carry_state=t.carry_state),
+        data=LanguageModelData(train_layout, shuffle_windows=not t.carry_state, seed=t.seed,
+                               max_steps=t.max_steps_per_epoch),
+        settings=t,
+        evaluate=val_eval,
+        monitor="perplexity",
+        checkpoint_dir=str(work / "checkpoints"),
+        on_step=on_step,
+        on_epoch=on_epoch,
+    )
+    result = trainer.fit()
+    model = trainer.model
+
+    metrics: dict[str, float] = {}
+    for split, layout in eval_layouts.items():
+        prefix = "val" if split == "valid" else split
+        scores = (val_eval if split == "valid" else StreamEvaluator(layout, jit_compile=t.jit_compile))(model)
+        metrics[f"{prefix}_loss"] = scores["loss"]
+        metrics[f"{prefix}_perplexity"] = scores["perplexity"]
+        if level == "char":
+            metrics[f"{prefix}_bpc"] = scores["bits_per_token"]
+    metrics["epochs_completed"] = result.epochs_completed
+    log.info("evaluation: %s", ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    tracker.log_metrics(metrics)
+
+    # export: raw strings in, tokenization inside the graph
+    scorer = LanguageModelScorer(TextToIds(manifest["tokenizer"], vocab.tokens), model)
+    model_dir = work / "model"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    model_path = model_dir / "scorer.keras"
+    scorer(tf.constant(["a b"]))  # build
+    scorer.save(model_path)
+
+    g = config.generate
+    sample = generate_text(scorer, g.prompt, max_tokens=g.max_tokens, temperature=g.temperature,
+                           top_k=g.top_k, top_p=g.top_p, seed=g.seed)
+    log.info("sample: %s", sample)
+    tracker.log_text(sample, "samples/sample.txt")
+
+    plot_dir = work / "plots"
+    plot_dir.mkdir(exist_ok=True)
+    figures = {
+        "learning_curves": plots.learning_curves(
+            {k.removeprefix("train_"): v for k, v in result.history.items()
+             if k in ("train_loss", "val_loss", "train_perplexity", "val_perplexity", "learning_rate")},
+            step_history={"train loss (per step)": (result.steps.get("step", []), result.steps.get("train_loss", []))},
+            title=f"{config.name}: {config.model.cell} language model"),
+        "gradient_norms": plots.gradient_norms(result.steps.get("step", []), result.steps.get("grad_norm", []),
+                                                clip_norm=t.clip_norm),
+        "gradient_flow": plots.gradient_flow(gradient_flow_curves(config, model, eval_layouts["valid"])),
+    }
+    for name, fig in figures.items():
+        fig.savefig(plot_dir / f"{name}.png", dpi=100)
+        tracker.log_figure(fig, f"plots/{name}.png")
+    tracker.log_dict({"history": result.history, "steps": result.steps}, "history.json")
+
+    out = RunResult(run_key=work.name, data_dir=str(data_dir), mlflow_run_id=tracker.run_id, metrics=metrics,
+                    sample=sample, model_path=str(model_path), resumed_from_step=result.resumed_from_step)
+    out.model_uri = tracker.log_model(scorer, "model", input_example=["the cat sat on the mat"])
+    name = config.tracking.registered_model
+    if register and name and out.model_uri:
+        out.registered_version = tracker.register_model(out.model_uri, name)
+        value = metrics.get(config.tracking.metric)
+        if value is None:
+            raise KeyError(f"tracking.metric {config.tracking.metric!r} is not one of {sorted(metrics)}")
+        decision = tracking.promote(tracker.client, name, out.registered_version, config.tracking.metric, value,
+                                    config.tracking.greater_is_better)
+        tracking.log_promotion_decision(tracker.client, tracker.run_id, decision)
+        out.promotion = decision.to_dict()
+        log.info("promotion: %s", decision.reason)
+    return out
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _write_state(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def execute(config: RunConfig, *, beam_args: list[str] | None = None, register: bool = True,
+            force: bool = False) -> RunResult:
+    """``rnnflow run`` (``register=True``) and ``rnnflow train`` (``register=False``)."""
+    from keras_models.strategies import is_chief, make_strategy, task_info
+    from pipelines.prepare import prepare
+    from pipelines.tracking import Tracker
+    from preprocessing.manifest import load_manifest
+
+    strategy = make_strategy(config.training.strategy, config.training.devices)  # first: multi-worker needs it
+    chief = is_chief(strategy)
+    task_type, task_id = task_info(strategy)
+    work_dir = config.resolved_work_dir
+    lock_name = ".lock" if chief else f".lock.{task_type}-{task_id}"
+    with RunLock(work_dir, lock_name):
+        data_dir = prepare(config.data, beam_args=beam_args)
+        manifest = load_manifest(data_dir)
+        work = work_dir / run_key(config, manifest["fingerprint"])
+        work.mkdir(parents=True, exist_ok=True)
+        state_path = work / "state.json"
+        state = _read_state(state_path)
+        if state.get("status") == "done" and not force:
+            log.info("run %s already finished (MLflow run %s); nothing to do. Use --force to train again.",
+                     work.name, state.get("mlflow_run_id"))
+            return RunResult(**{**state["result"], "reused": True})
+        if force and state:
+            import shutil
+
+            shutil.rmtree(work / "checkpoints", ignore_errors=True)
+            state = {}
+        tracker = Tracker(config.resolved_tracking_uri(), config.tracking.experiment, run_name=config.name,
+                          tags={"rnnflow.config": config.name, "rnnflow.run_key": work.name}, enabled=chief,
+                          run_id=state.get("mlflow_run_id"))
+        with tracker:
+            if chief:
+                _write_state(state_path, {"status": "training", "mlflow_run_id": tracker.run_id})
+                tracker.log_config(config.model_dump(mode="json"))
+                tracker.log_text(dump_config(config), "config.resolved.yaml")
+            result = train_language_model(config, Path(data_dir), strategy=strategy, tracker=tracker, work=work,
+                                          register=register and chief)
+        if chief:
+            _write_state(state_path, {"status": "done", "mlflow_run_id": tracker.run_id, "result": asdict(result)})
+        return result
+
+
+def summary(result: RunResult) -> str:
+    lines = [f"run {result.run_key}" + (" (already finished; reused)" if result.reused else "")]
+    for k, v in result.metrics.items():
+        lines.append(f"  {k}: {v:.4f}" if isinstance(v, float) and not math.isnan(v) else f"  {k}: {v}")
+    lines.append(f"  model: {result.model_path}")
+    if result.mlflow_run_id:
+        lines.append(f"  MLflow run: {result.mlflow_run_id}")
+    if result.registered_version:
+        promo = result.promotion or {}
+        lines.append(f"  registered version {result.registered_version}: {promo.get('reason', '')}")
+    lines.append(f"  sample: {result.sample}")
+    return "\n".join(lines)
