@@ -50,6 +50,9 @@ class TextToIds(keras.layers.Layer):
             vocabulary=self.vocabulary[2:], mask_token=PAD, oov_token=UNK, num_oov_indices=1, output_mode="int"
         )
 
+    def build(self, input_shape=None):
+        self.built = True  # the StringLookup table is made in the constructor; nothing to build
+
     def call(self, texts):
         texts = tf.reshape(tf.convert_to_tensor(texts, tf.string), [-1])
         tokens = self._tokenizer.tokenize(texts)
@@ -95,6 +98,12 @@ class LanguageModelScorer(keras.Model):
         super().__init__(**kwargs)
         self.text_to_ids = text_to_ids
         self.language_model = language_model
+
+    def build(self, input_shape=None):
+        self.text_to_ids.build(input_shape)
+        if not self.language_model.built:
+            self.language_model.build((None, None))
+        self.built = True
 
     def call(self, texts):
         ids = self.text_to_ids(texts)

@@ -179,6 +179,16 @@ class TrainResult:
     resumed_from_step: int | None = None
 
 
+def _variable_dict(variables) -> dict[str, tf.Variable]:
+    """``{index: tf.Variable}`` for a list of Keras variables (their TF variables).
+
+    Keys are positions, not names or paths: those carry auto-numbered names (``adam_1/...``,
+    ``rnn_language_model_1_..._momentum``) that differ between the run that saved and the one that
+    resumes. Positions are fixed by the model's structure; a mismatch fails on shape at restore.
+    """
+    return {f"{i:04d}": getattr(v, "value", v) for i, v in enumerate(variables)}
+
+
 @dataclass
 class _Counters:
     """Trainer bookkeeping that lives in the checkpoint."""
@@ -239,12 +249,16 @@ class Trainer:
                 f"{self.num_replicas} replicas in sync"
             )
         self.per_replica_batch = data.global_batch_size // self.num_replicas
-        if settings.mixed_precision:
-            keras.mixed_precision.set_dtype_policy("mixed_float16")
-        with strategy.scope():
-            self.model = build_model()
-            self.optimizer = make_optimizer(settings)
-            self.optimizer.build(self.model.trainable_variables)
+        previous_policy = keras.config.dtype_policy()
+        if settings.mixed_precision:  # only for the layers built here; restored below
+            keras.config.set_dtype_policy("mixed_float16")
+        try:
+            with strategy.scope():
+                self.model = build_model()
+                self.optimizer = make_optimizer(settings)
+                self.optimizer.build(self.model.trainable_variables)
+        finally:
+            keras.config.set_dtype_policy(previous_policy)
         self.counters = _Counters()
         # The carried state, gathered over replicas, in plain (non-distributed) variables for the checkpoint.
         template = task.initial_state(self.model, data.global_batch_size)
@@ -254,9 +268,12 @@ class Trainer:
         self.checkpoint_dir = checkpoint_dir
         self._manager = None
         if checkpoint_dir:
+            # Keras 3 objects are not fully visible to tf.train.Checkpoint's object graph (layers
+            # held in lists, seed generators), so the checkpoint names every variable explicitly:
+            # weights, dropout RNG states and optimizer slots.
             ckpt = tf.train.Checkpoint(
-                model=self.model, optimizer=self.optimizer, counters=self.counters.__dict__,
-                carried_state=tf.nest.flatten(self._state_vars),
+                model=_variable_dict(self.model.variables), optimizer=_variable_dict(self.optimizer.variables),
+                counters=self.counters.__dict__, carried_state=tf.nest.flatten(self._state_vars),
             )
             self._manager = tf.train.CheckpointManager(ckpt, self._writable_dir(checkpoint_dir), max_to_keep=3)
         self._grad_fn = tf.function(self._gradients, jit_compile=settings.jit_compile, reduce_retracing=True)
@@ -373,8 +390,9 @@ class Trainer:
             dataset = self.strategy.distribute_datasets_from_function(self.data.dataset_fn(epoch, skip))
             progbar = keras.utils.Progbar(steps_per_epoch, verbose=1 if (self.verbose and self.is_chief) else 0,
                                           stateful_metrics=["loss", "ppl", "lr", "grad_norm"])
-            epoch_loss, epoch_count = 0.0, 0.0
-            window_loss, window_count, window_norms = [], [], []
+            if skip == 0:
+                history["epoch_sums"] = [0.0, 0.0]  # summed loss and target count of the epoch so far
+            pending: list[tuple] = []
             iterator = iter(dataset)
             for i in range(skip, steps_per_epoch):
                 batch = next(iterator)
@@ -382,19 +400,15 @@ class Trainer:
                 lr = self.learning_rate(step, epoch)
                 self.optimizer.learning_rate.assign(lr)
                 loss_sum, count, norm, state = self._train_step(batch, state)
-                window_loss.append(loss_sum)
-                window_count.append(count)
-                window_norms.append(norm)
+                pending.append((loss_sum, count, norm))
                 self.counters.step.assign_add(1)
                 self.counters.step_in_epoch.assign(i + 1)
                 step += 1
                 last = i + 1 == steps_per_epoch
-                if step % s.log_every_steps == 0 or last:
-                    wl = float(tf.add_n(window_loss)); wc = float(tf.add_n(window_count))
-                    norms = [float(n) for n in window_norms]
-                    epoch_loss += wl; epoch_count += wc
-                    metrics = {"train_loss": wl / wc, "train_perplexity": math.exp(min(wl / wc, 700.0)),
-                               "grad_norm": float(np.mean(norms)), "grad_norm_max": float(np.max(norms)), "learning_rate": lr}
+                checkpoint = step % s.checkpoint_every_steps == 0 and not last
+                if step % s.log_every_steps == 0 or last or checkpoint:
+                    metrics = self._flush(pending, history, lr)
+                    pending = []
                     for k, v in metrics.items():
                         steps_hist.setdefault(k, []).append(v)
                     steps_hist.setdefault("step", []).append(step)
@@ -402,15 +416,10 @@ class Trainer:
                         self.on_step(step, metrics)
                     progbar.update(i + 1, [("loss", metrics["train_loss"]), ("ppl", metrics["train_perplexity"]),
                                            ("lr", lr), ("grad_norm", metrics["grad_norm"])])
-                    window_loss, window_count, window_norms = [], [], []
-                    if not math.isfinite(metrics["train_loss"]):
-                        raise FloatingPointError(
-                            f"training loss became {metrics['train_loss']} at step {step}; lower the learning "
-                            "rate or set training.clip_norm"
-                        )
-                if step % s.checkpoint_every_steps == 0 and not last:
+                if checkpoint:
                     self._save_history(history, epochs_hist, best, since_best, plateau_wait, stopped_early)
                     self._save(state)
+            epoch_loss, epoch_count = history["epoch_sums"]
 
             # end of epoch: evaluate, decay, early stopping, checkpoint
             metrics = {"epoch": epoch + 1, "learning_rate": self.learning_rate(int(self.counters.step.numpy()) - 1, epoch)}
@@ -456,6 +465,21 @@ class Trainer:
             global_step=int(self.counters.step.numpy()), best_value=best, stopped_early=stopped_early,
             resumed_from_step=resumed,
         )
+
+    @staticmethod
+    def _flush(pending, history, lr) -> dict[str, float]:
+        """Per-step metrics over the steps since the last flush; adds them to the epoch's sums."""
+        loss = float(tf.add_n([p[0] for p in pending]))
+        count = float(tf.add_n([p[1] for p in pending]))
+        norms = [float(p[2]) for p in pending]
+        history["epoch_sums"] = [history["epoch_sums"][0] + loss, history["epoch_sums"][1] + count]
+        mean = loss / count
+        if not math.isfinite(mean):
+            raise FloatingPointError(
+                f"training loss became {mean}; lower the learning rate or set training.clip_norm"
+            )
+        return {"train_loss": mean, "train_perplexity": math.exp(min(mean, 700.0)),
+                "grad_norm": float(np.mean(norms)), "grad_norm_max": float(np.max(norms)), "learning_rate": lr}
 
     def _save_history(self, history, epochs_hist, best, since_best, plateau_wait, stopped_early):
         history.update(epochs=epochs_hist, best=best, since_best=since_best, plateau_wait=plateau_wait,

@@ -18,8 +18,13 @@ anything. Otherwise the job writes into a hidden temporary sibling (``.<name>.tm
 ``manifest.json`` last and renames the directory into place: a killed job leaves no directory that
 looks finished (at worst a hidden ``.tmp-`` directory, safe to delete).
 
-Runners: ``beam_args`` are ordinary Beam pipeline options. Default: ``DirectRunner`` with
-``--direct_running_mode=in_memory``. Examples::
+Runners: ``beam_args`` are ordinary Beam pipeline options (anything ``PipelineOptions`` accepts).
+Default: ``DirectRunner`` with ``--direct_running_mode=in_memory``. A ``DirectRunner`` job is run by
+Beam's in-process ``FnApiRunner`` (what DirectRunner uses for batch jobs), because Beam 2.77's
+``DirectRunner`` first tries the ``PrismRunner``, which downloads a binary at run time; this keeps
+``--direct_num_workers`` and ``--direct_running_mode`` (``in_memory``, ``multi_threading``,
+``multi_processing``) working. The output does not depend on the runner or the number of workers
+(the manifest's ``runner`` records them, outside the fingerprint). Examples::
 
     prepare(cfg, ["--direct_num_workers=4", "--direct_running_mode=multi_processing"])
     # Flink (a running cluster, or an embedded one when --flink_master is left out):
@@ -328,10 +333,10 @@ def prepare(data_config: DataConfig, beam_args: list[str] | None = None, force: 
         runner = {"name": _runner_name(options), "args": list(beam_args or [])}
         manifest = _build_manifest(data_config, source_info, fingerprint, summary, runner)
         _write_manifest(tmp_dir, manifest)
-        if tf.io.gfile.exists(final_dir):
-            log.info("prepare %s: replacing %s", data_config.dataset, final_dir)
-            _rmtree(final_dir)
-        _rename_dir(tmp_dir, final_dir)
+        if not _move_into_place(tmp_dir, final_dir, fingerprint, force):
+            log.info("prepare %s: %s was finished meanwhile by another job; using it", data_config.dataset, final_dir)
+            _rmtree(tmp_dir)
+            return Path(final_dir)
     except BaseException:
         _rmtree(tmp_dir)
         raise
@@ -346,6 +351,22 @@ def prepare(data_config: DataConfig, beam_args: list[str] | None = None, force: 
         manifest["rejected"]["count"],
     )
     return Path(final_dir)
+
+
+def _move_into_place(tmp_dir: str, final_dir: str, fingerprint: str, force: bool) -> bool:
+    """Renames ``tmp_dir`` to ``final_dir``; False if another job finished ``final_dir`` first."""
+    if tf.io.gfile.exists(final_dir):
+        if not force and _reusable(final_dir, fingerprint):
+            return False
+        log.info("replacing %s", final_dir)
+        _rmtree(final_dir)
+    try:
+        _rename_dir(tmp_dir, final_dir)
+    except (OSError, tf.errors.OpError):  # a concurrent job renamed its copy into place between our check and rename
+        if _reusable(final_dir, fingerprint):
+            return False
+        raise
+    return True
 
 
 def _write_manifest(directory: str, manifest: dict[str, Any]) -> None:

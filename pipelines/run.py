@@ -253,7 +253,6 @@ def train_language_model(config: RunConfig, data_dir: Path, *, strategy, tracker
             raise KeyError(f"tracking.metric {config.tracking.metric!r} is not one of {sorted(metrics)}")
         decision = tracking.promote(tracker.client, name, out.registered_version, config.tracking.metric, value,
                                     config.tracking.greater_is_better)
-        tracking.log_promotion_decision(tracker.client, tracker.run_id, decision)
         out.promotion = decision.to_dict()
         log.info("promotion: %s", decision.reason)
     return out

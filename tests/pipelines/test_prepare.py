@@ -363,3 +363,13 @@ def test_ptb_prepare_on_the_first_lines_maps_the_corpus_unk_to_the_reserved_id(t
     assert [vocab.decode(ids) for ids in train] == [tokens + ["<eos>"] for tokens in lines]
     assert train[1][1] == UNK_ID  # "pierre <unk> N years old ..."
     assert manifest["splits"]["train"]["unk_tokens"] == sum(t == "<unk>" for tokens in lines for t in tokens)
+
+
+def test_a_directory_finished_meanwhile_by_another_job_is_kept(prepared, tmp_path):
+    _, data_dir, _ = prepared
+    before = _files(data_dir)
+    ours = tmp_path / ".ours.tmp"
+    shutil.copytree(data_dir, ours)
+    fingerprint = prepare.load_manifest(data_dir)["input_fingerprint"]
+    assert prepare._move_into_place(str(ours), str(data_dir), fingerprint, force=False) is False
+    assert _files(data_dir) == before
