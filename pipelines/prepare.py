@@ -63,6 +63,7 @@ import tensorflow as tf
 from pipelines import beam_transforms as bt
 from pipelines import datasets
 from pipelines.config import DataConfig
+from preprocessing.manifest import DataError, canonical_json, load_manifest, manifest_fingerprint
 from preprocessing import schema
 from preprocessing.tokenizers import TokenizerConfig
 
@@ -74,10 +75,6 @@ PREPARE_VERSION = 1
 MANIFEST = "manifest.json"
 SUMMARY_FILE = "_summary.json"
 SPLITS = ("train", "valid", "test")
-
-
-class ManifestError(RuntimeError):
-    """A prepared data directory whose manifest is missing, unreadable or inconsistent."""
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -97,14 +94,10 @@ def config_for_manifest(config: DataConfig) -> dict[str, Any]:
     return data
 
 
-def _canonical(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
 def input_fingerprint(config: DataConfig, sources: list[dict[str, str]]) -> str:
     """sha256 over the data config (no ``output_dir``), sources ``[{path, sha256}]`` and code versions."""
     return hashlib.sha256(
-        _canonical(
+        canonical_json(
             {
                 "config": config_for_manifest(config),
                 "sources": sources,
@@ -112,13 +105,6 @@ def input_fingerprint(config: DataConfig, sources: list[dict[str, str]]) -> str:
                 "prepare_version": PREPARE_VERSION,
             }
         )
-    ).hexdigest()
-
-
-def manifest_fingerprint(manifest: dict[str, Any]) -> str:
-    """sha256 of the manifest without ``fingerprint`` and ``runner``."""
-    return hashlib.sha256(
-        _canonical({k: v for k, v in manifest.items() if k not in ("fingerprint", "runner")})
     ).hexdigest()
 
 
@@ -172,37 +158,12 @@ def _read_json(path: str) -> Any:
 
 
 # ----------------------------------------------------------------------------------- manifest
-def load_manifest(data_dir: str | os.PathLike) -> dict[str, Any]:
-    """Reads and checks ``<data_dir>/manifest.json``.
-
-    Raises:
-        ManifestError: naming the file, if it is missing, not JSON, lacks keys, or its fingerprint
-            does not match its content (edited or truncated).
-    """
-    path = os.path.join(os.fspath(data_dir), MANIFEST)
-    if not tf.io.gfile.exists(path):
-        raise ManifestError(f"{path}: no manifest (not a prepared data directory, or preparation did not finish)")
-    try:
-        manifest = _read_json(path)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ManifestError(f"{path}: corrupt manifest, not valid JSON ({err})") from None
-    if not isinstance(manifest, dict):
-        raise ManifestError(f"{path}: corrupt manifest, expected a JSON object")
-    required = ("task", "dataset", "sources", "tokenizer", "vocab", "splits", "rejected", "config", "fingerprint")
-    missing = [k for k in required if k not in manifest]
-    if missing:
-        raise ManifestError(f"{path}: corrupt manifest, missing key(s) {missing}")
-    if manifest_fingerprint(manifest) != manifest["fingerprint"]:
-        raise ManifestError(f"{path}: manifest content does not match its fingerprint (edited or damaged)")
-    return manifest
-
-
 def _reusable(final_dir: str, fingerprint: str) -> bool:
     if not tf.io.gfile.exists(os.path.join(final_dir, MANIFEST)):
         return False
     try:
         manifest = load_manifest(final_dir)
-    except ManifestError as err:
+    except DataError as err:
         log.warning("%s; it will be rebuilt", err)
         return False
     if manifest.get("input_fingerprint") != fingerprint:

@@ -16,20 +16,44 @@ class DataError(ValueError):
     """A prepared data directory that cannot be used; the message names the file and the problem."""
 
 
+def canonical_json(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def manifest_fingerprint(manifest: dict[str, Any]) -> str:
+    """sha256 of the manifest without ``fingerprint`` and ``runner`` (the runner does not change the data)."""
+    body = {k: v for k, v in manifest.items() if k not in ("fingerprint", "runner")}
+    return hashlib.sha256(canonical_json(body)).hexdigest()
+
+
+REQUIRED_KEYS = ("task", "dataset", "sources", "tokenizer", "vocab", "splits", "rejected", "config", "fingerprint")
+
+
 def load_manifest(data_dir: str | os.PathLike) -> dict[str, Any]:
+    """Reads and checks ``<data_dir>/manifest.json``.
+
+    Raises:
+        DataError: naming the file, if it is missing, not JSON, lacks keys, or its fingerprint does not
+            match its content (edited or truncated).
+    """
     path = os.path.join(os.fspath(data_dir), MANIFEST_NAME)
     if not tf.io.gfile.exists(path):
         raise DataError(
-            f"{path}: no manifest. Is {data_dir} a prepared data directory? Run `rnnflow prepare CONFIG` first."
+            f"{path}: no manifest (not a prepared data directory, or preparation did not finish); "
+            "run `rnnflow prepare CONFIG` first"
         )
     try:
-        with tf.io.gfile.GFile(path, "r") as f:
-            manifest = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: not valid JSON ({err}); delete the directory and prepare it again") from None
-    for key in ("task", "splits", "vocab"):
-        if key not in manifest:
-            raise DataError(f"{path}: missing key {key!r}; delete the directory and prepare it again")
+        with tf.io.gfile.GFile(path, "rb") as f:
+            manifest = json.loads(f.read().decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: corrupt manifest, not valid JSON ({err}); delete the directory and prepare again") from None
+    if not isinstance(manifest, dict):
+        raise DataError(f"{path}: corrupt manifest, expected a JSON object")
+    missing = [k for k in REQUIRED_KEYS if k not in manifest]
+    if missing:
+        raise DataError(f"{path}: corrupt manifest, missing key(s) {missing}")
+    if manifest_fingerprint(manifest) != manifest["fingerprint"]:
+        raise DataError(f"{path}: manifest content does not match its fingerprint (edited or damaged)")
     return manifest
 
 

@@ -13,6 +13,7 @@ from pipelines import beam_transforms as bt
 from pipelines import datasets, prepare
 from pipelines.config import DataConfig
 from preprocessing import schema
+from preprocessing.manifest import DataError
 from preprocessing.vocab import EOS_ID, UNK_ID, Vocabulary
 
 SPLIT = {"valid": 0.25, "test": 0.25, "seed": 0}
@@ -265,7 +266,7 @@ def test_max_lines_keeps_the_first_lines_of_each_split(corpus, tmp_path):
 
 def test_load_manifest_errors_name_the_file(prepared, tmp_path):
     _, data_dir, _ = prepared
-    with pytest.raises(prepare.ManifestError, match=r"empty.*manifest\.json: no manifest"):
+    with pytest.raises(DataError, match=r"empty.*manifest\.json: no manifest"):
         prepare.load_manifest(tmp_path / "empty")
     copy = tmp_path / "copy"
     shutil.copytree(data_dir, copy)
@@ -273,10 +274,10 @@ def test_load_manifest_errors_name_the_file(prepared, tmp_path):
     manifest = json.loads(path.read_text())
     manifest["splits"]["train"]["examples"] += 1
     path.write_text(json.dumps(manifest))
-    with pytest.raises(prepare.ManifestError, match="fingerprint"):
+    with pytest.raises(DataError, match="fingerprint"):
         prepare.load_manifest(copy)
     path.write_text("{not json")
-    with pytest.raises(prepare.ManifestError, match=r"copy/manifest\.json: corrupt"):
+    with pytest.raises(DataError, match=r"copy/manifest\.json: corrupt"):
         prepare.load_manifest(copy)
 
 
