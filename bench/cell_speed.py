@@ -9,11 +9,12 @@ once with `Recurrent(LSTMCell)` / `Recurrent(GRUCell)` from `keras_models`
 and once with `keras.layers.LSTM` / `keras.layers.GRU`, same shapes, same
 optimizer (SGD), on synthetic random token ids drawn with a fixed seed,
 each with `jit_compile` off and on, all in ONE process. Every model is built
-and warmed up first (tracing / XLA compilation excluded); then the timed
-`model.fit` calls run round-robin over the models, `--repeats` rounds, and the
-median round gives tokens/s (the best round is shown too: on a shared
-machine it is the least disturbed one). The table shows tokens/s per
-(cell, layer, jit) and the ratio ours / built-in.
+and warmed up first (tracing / XLA compilation excluded); then timed
+`model.fit` calls run round-robin over the models, `--repeats` rounds of
+`--steps` steps, so that a disturbance on a shared machine hits all models
+alike. A callback times every training step; tokens/s is
+`batch_size * bptt / median step time` (the mean is shown too). The table
+shows tokens/s per (cell, layer, jit) and the ratio ours / built-in.
 
 Note: `keras.layers.GRU` is used with its default `reset_after=True`; our
 GRUCell is the Cho et al. form (`reset_after=False`). Same shapes and matmul
@@ -21,7 +22,7 @@ sizes.
 
 Example (2 CPU cores, about a minute):
 
-    python bench/cell_speed.py --steps 100 --warmup 5 --repeats 3 \
+    python bench/cell_speed.py --steps 25 --repeats 4 --warmup 5 \
         --output bench/results/cell_speed.json
 """
 
@@ -51,9 +52,9 @@ def parse_args(argv=None):
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--steps", type=int, default=100, help="timed training steps per model and round")
+    parser.add_argument("--steps", type=int, default=25, help="timed training steps per model and round")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps per model before timing (tracing, XLA compile)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed rounds (round-robin over models); the median is reported")
+    parser.add_argument("--repeats", type=int, default=4, help="timed rounds, round-robin over the models (steps x repeats timed steps per model)")
     parser.add_argument("--batch-size", type=int, default=20, help="sequences per batch")
     parser.add_argument("--bptt", type=int, default=20, help="time steps per sequence (truncated BPTT length)")
     parser.add_argument("--hidden", type=int, default=200, help="embedding size and recurrent units")
@@ -111,7 +112,6 @@ def main(argv=None):
     cells = [c.strip() for c in args.cells.split(",") if c.strip()]
     jits = [{"off": False, "on": True}[j.strip()] for j in args.jit.split(",") if j.strip()]
     dataset = make_dataset(args)
-    tokens = args.steps * args.batch_size * args.bptt
 
     configs = [(c, k, j) for c in cells for j in jits for k in ("ours", "keras")]
     models = {}
@@ -127,19 +127,41 @@ def main(argv=None):
         )
         models[config] = model
 
-    times = {config: [] for config in configs}
+    class StepTimer(keras.callbacks.Callback):
+        """Wall time of each training step inside `fit` (the step is synchronous)."""
+
+        def __init__(self):
+            super().__init__()
+            self.durations = []
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self._t0 = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.durations.append(time.perf_counter() - self._t0)
+
+    step_times = {config: [] for config in configs}
     for r in range(args.repeats):
         for config in configs:
-            t0 = time.perf_counter()
-            models[config].fit(dataset, epochs=1, steps_per_epoch=args.steps, verbose=0)
-            times[config].append(time.perf_counter() - t0)
+            timer = StepTimer()
+            models[config].fit(
+                dataset, epochs=1, steps_per_epoch=args.steps, verbose=0, callbacks=[timer]
+            )
+            step_times[config].extend(timer.durations)
         print(f"round {r + 1}/{args.repeats} done", flush=True)
 
+    tokens_per_step = args.batch_size * args.bptt
     rows = []
     for cell_name in cells:
         for jit in jits:
-            med = {k: tokens / statistics.median(times[(cell_name, k, jit)]) for k in ("ours", "keras")}
-            best = {k: tokens / min(times[(cell_name, k, jit)]) for k in ("ours", "keras")}
+            med = {
+                k: tokens_per_step / statistics.median(step_times[(cell_name, k, jit)])
+                for k in ("ours", "keras")
+            }
+            mean = {
+                k: tokens_per_step / statistics.fmean(step_times[(cell_name, k, jit)])
+                for k in ("ours", "keras")
+            }
             rows.append(
                 {
                     "cell": cell_name,
@@ -147,20 +169,23 @@ def main(argv=None):
                     "ours_tokens_per_s": round(med["ours"], 1),
                     "keras_tokens_per_s": round(med["keras"], 1),
                     "ratio_ours_over_keras": round(med["ours"] / med["keras"], 3),
-                    "ours_best_tokens_per_s": round(best["ours"], 1),
-                    "keras_best_tokens_per_s": round(best["keras"], 1),
-                    "ratio_best": round(best["ours"] / best["keras"], 3),
-                    "ours_seconds": [round(t, 3) for t in times[(cell_name, "ours", jit)]],
-                    "keras_seconds": [round(t, 3) for t in times[(cell_name, "keras", jit)]],
+                    "ours_mean_tokens_per_s": round(mean["ours"], 1),
+                    "keras_mean_tokens_per_s": round(mean["keras"], 1),
+                    "ratio_mean": round(mean["ours"] / mean["keras"], 3),
+                    "ours_step_ms": [round(1000 * t, 2) for t in step_times[(cell_name, "ours", jit)]],
+                    "keras_step_ms": [round(1000 * t, 2) for t in step_times[(cell_name, "keras", jit)]],
                 }
             )
 
     header = (
         f"{'cell':<5} {'jit':<4} {'ours tok/s':>11} {'keras tok/s':>12} {'ours/keras':>11}"
-        f"   {'best ours':>10} {'best keras':>11} {'ratio':>7}"
+        f"   {'mean: ours':>10} {'keras':>7} {'ratio':>7}"
     )
     print()
-    print(f"median (and best) of {args.repeats} rounds x {args.steps} steps x {args.batch_size}x{args.bptt} tokens")
+    print(
+        f"tokens/s from the median step time of {args.repeats} x {args.steps} timed steps "
+        f"({args.batch_size}x{args.bptt} tokens each); mean step time on the right"
+    )
     print(header)
     print("-" * len(header))
     for row in rows:
@@ -168,8 +193,8 @@ def main(argv=None):
             f"{row['cell']:<5} {'on' if row['jit_compile'] else 'off':<4} "
             f"{row['ours_tokens_per_s']:>11.0f} {row['keras_tokens_per_s']:>12.0f} "
             f"{row['ratio_ours_over_keras']:>10.2f}x"
-            f"   {row['ours_best_tokens_per_s']:>10.0f} {row['keras_best_tokens_per_s']:>11.0f} "
-            f"{row['ratio_best']:>6.2f}x"
+            f"   {row['ours_mean_tokens_per_s']:>10.0f} {row['keras_mean_tokens_per_s']:>7.0f} "
+            f"{row['ratio_mean']:>6.2f}x"
         )
 
     if args.output:
@@ -177,7 +202,7 @@ def main(argv=None):
             "benchmark": "cell_speed",
             "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
             "settings": vars(args),
-            "tokens_per_round": tokens,
+            "tokens_per_step": tokens_per_step,
             "environment": {
                 "tensorflow": tf.__version__,
                 "keras": keras.__version__,

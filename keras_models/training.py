@@ -283,6 +283,7 @@ class Trainer:
     def _writable_dir(self, checkpoint_dir: str) -> str:
         """The chief writes the real checkpoints; other workers write to a scratch directory (TF's pattern)."""
         if self.is_chief:
+            tf.io.gfile.makedirs(checkpoint_dir)
             return checkpoint_dir
         task_type, task_id = task_info(self.strategy)
         self._scratch = tempfile.mkdtemp(prefix=f"rnnflow-{task_type}-{task_id}-")

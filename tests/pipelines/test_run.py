@@ -1,0 +1,145 @@
+"""`rnnflow run` end to end on a tiny corpus: registry, promotion, re-runs, the lock, config errors, the CLI."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from pipelines import cli
+from pipelines.config import ConfigError, load_config, parse_config
+from pipelines.run import EXIT_LOCKED, RunLock, RunLockedError, execute
+
+LINES = ["the cat sat on the mat", "the dog sat on the log", "a cat saw a dog", "the mat was on the log"]
+
+
+@pytest.fixture()
+def workspace(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(LINES * 30) + "\n", encoding="utf-8")
+    return tmp_path
+
+
+def _config(tmp_path, name="tiny", **training):
+    raw = {
+        "name": name,
+        "work_dir": str(tmp_path / "runs" / name),
+        "data": {"dataset": "text", "files": [str(tmp_path / "corpus.txt")], "output_dir": str(tmp_path / "data"),
+                 "split": {"valid": 0.15, "test": 0.15}},
+        "model": {"cell": "gru", "num_layers": 1, "embedding_dim": 8, "hidden_dim": 8},
+        "training": {"batch_size": 4, "bptt": 5, "epochs": 2, "eval_batch_size": 2, "jit_compile": False,
+                     "optimizer": {"name": "adam", "learning_rate": 0.02}, "log_every_steps": 5, **training},
+        "tracking": {"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db", "experiment": "tests",
+                     "registered_model": "tiny-lm"},
+        "generate": {"prompt": "the cat", "max_tokens": 5, "temperature": 0},
+    }
+    return parse_config(raw)
+
+
+def test_run_registers_promotes_and_reruns_safely(workspace):
+    config = _config(workspace)
+    first = execute(config)
+    client = MlflowClient(config.resolved_tracking_uri())
+    assert first.registered_version == "1" and first.promotion["promoted"]
+    assert str(client.get_model_version_by_alias("tiny-lm", "champion").version) == "1"
+    assert first.metrics["test_perplexity"] < 11  # well below the vocabulary size: it learned something
+    assert Path(first.model_path).is_file() and first.sample.startswith("the cat")
+
+    run = client.get_run(first.mlflow_run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model.cell"] == "gru"
+    assert "val_perplexity" in run.data.metrics and "step/grad_norm" in run.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(first.mlflow_run_id)}
+    assert {"plots", "data", "samples", "config.yaml"} <= artifacts
+    plots = {a.path for a in client.list_artifacts(first.mlflow_run_id, "plots")}
+    assert {"plots/learning_curves.png", "plots/gradient_flow.png", "plots/gradient_norms.png"} <= plots
+
+    # Same config and data again: nothing is retrained or registered.
+    again = execute(config)
+    assert again.reused and again.mlflow_run_id == first.mlflow_run_id
+    assert len(client.search_model_versions("name='tiny-lm'")) == 1
+
+    # A much weaker model (one step of training) becomes the challenger; the champion stays.
+    worse = execute(_config(workspace, epochs=1, max_steps_per_epoch=1))
+    assert worse.registered_version == "2" and not worse.promotion["promoted"]
+    assert str(client.get_model_version_by_alias("tiny-lm", "champion").version) == "1"
+    assert str(client.get_model_version_by_alias("tiny-lm", "challenger").version) == "2"
+
+
+def test_a_held_lock_refuses_a_second_run(workspace):
+    config = _config(workspace)
+    with RunLock(config.resolved_work_dir):
+        with pytest.raises(RunLockedError, match="another run"):
+            execute(config)
+    assert not (workspace / "mlflow.db").exists()  # refused before anything was written
+
+
+def test_config_errors_name_the_key(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\ntraining:\n  lerning_rate: 1\n  epochs: zero\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert "bad.yaml" in message and "training.lerning_rate: unknown key" in message
+    assert "training.epochs" in message
+    with pytest.raises(ConfigError, match="tie_weights needs"):
+        parse_config({"name": "x", "model": {"tie_weights": True, "embedding_dim": 3, "hidden_dim": 4}})
+    with pytest.raises(ConfigError, match="data.files"):
+        parse_config({"name": "x", "data": {"dataset": "text"}})
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "missing.yaml")
+    config = load_config(Path("configs/ptb_small.yaml").resolve(), ["training.epochs=2", "model.cell=gru"])
+    assert config.training.epochs == 2 and config.model.cell == "gru"
+
+
+def test_every_shipped_config_is_valid():
+    for path in sorted(Path("configs").glob("*.yaml")):
+        config = load_config(path)
+        assert config.name == path.stem
+
+
+def test_cli_help_and_exit_codes(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("prepare", "train", "evaluate", "generate", "run"):
+        assert command in out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nmodel: {cell: transformer}\n")
+    assert cli.main(["run", str(bad)]) == 2
+    assert "model.cell" in capsys.readouterr().err
+
+
+def test_cli_reports_a_locked_work_dir(workspace, capsys):
+    config = _config(workspace)
+    cfg_path = workspace / "tiny.yaml"
+    cfg_path.write_text(json.dumps(config.model_dump(mode="json")))
+    with RunLock(config.resolved_work_dir):
+        assert cli.main(["run", str(cfg_path)]) == EXIT_LOCKED
+    assert "locked" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_run_then_generate_from_the_registry(workspace):
+    config = _config(workspace)
+    cfg_path = workspace / "tiny.yaml"
+    cfg_path.write_text(json.dumps(config.model_dump(mode="json")))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    exe = [sys.executable, "-m", "pipelines.cli"]
+    repo = Path(__file__).resolve().parents[2]
+    env["PYTHONPATH"] = str(repo)
+    done = subprocess.run(exe + ["run", str(cfg_path)], cwd=workspace, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "test_perplexity" in done.stdout
+    gen = subprocess.run(exe + ["generate", "--model", "models:/tiny-lm@champion", "--prompt", "the dog",
+                                "--max-tokens", "4", "--temperature", "0", "--tracking-uri", config.resolved_tracking_uri()],
+                         cwd=workspace, env=env, capture_output=True, text=True, timeout=600)
+    assert gen.returncode == 0, gen.stderr[-2000:]
+    assert gen.stdout.strip().startswith("the dog") and len(gen.stdout.split()) >= 3
