@@ -42,7 +42,7 @@ def _config(tmp_path, name="tiny", **training):
     return parse_config(raw)
 
 
-def test_run_registers_promotes_and_reruns_safely(workspace):
+def test_run_registers_promotes_and_reruns_safely(workspace, capsys):
     config = _config(workspace)
     first = execute(config)
     client = MlflowClient(config.resolved_tracking_uri())
@@ -59,6 +59,17 @@ def test_run_registers_promotes_and_reruns_safely(workspace):
     assert {"plots", "data", "samples", "config.yaml"} <= artifacts
     plots = {a.path for a in client.list_artifacts(first.mlflow_run_id, "plots")}
     assert {"plots/learning_curves.png", "plots/gradient_flow.png", "plots/gradient_norms.png"} <= plots
+
+    # The CLI's evaluate and generate agree with the run, from the exported model file.
+    cfg_path = workspace / "tiny.yaml"
+    cfg_path.write_text(json.dumps(config.model_dump(mode="json")))
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(cfg_path), "--model", first.model_path, "--split", "test"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert scores["perplexity"] == pytest.approx(first.metrics["test_perplexity"], rel=1e-4)
+    assert cli.main(["generate", "--model", first.model_path, "--prompt", "the cat", "--max-tokens", "5",
+                     "--temperature", "0"]) == 0
+    assert capsys.readouterr().out.strip() == first.sample
 
     # Same config and data again: nothing is retrained or registered.
     again = execute(config)
