@@ -45,7 +45,7 @@ def _as_list(states):
     return [states]
 
 
-class _GatedKernelCell(keras.layers.Layer):
+class _CellBase(keras.layers.Layer):
     """What the cells really share: the kernel shapes, initializers, dropout
     masks, the input projection and the config.
 
@@ -241,7 +241,7 @@ class _GatedKernelCell(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="rnnflow")
-class SimpleRNNCell(_GatedKernelCell):
+class SimpleRNNCell(_CellBase):
     """Elman recurrent cell.
 
     `h_t = act(x_t W + h_{t-1} U + b)`; the output is `h_t`.
@@ -296,7 +296,7 @@ class SimpleRNNCell(_GatedKernelCell):
 
 
 @keras.saving.register_keras_serializable(package="rnnflow")
-class LSTMCell(_GatedKernelCell):
+class LSTMCell(_CellBase):
     """Long short-term memory cell with a forget gate.
 
     With `z = x_t W + h_{t-1} U + b` split into `[z_i, z_f, z_c, z_o]`::
@@ -380,7 +380,7 @@ class LSTMCell(_GatedKernelCell):
 
 
 @keras.saving.register_keras_serializable(package="rnnflow")
-class GRUCell(_GatedKernelCell):
+class GRUCell(_CellBase):
     """Gated recurrent unit (Cho et al. 2014), reset applied before the matmul.
 
     With the input projection `x_t W + b` split into `[x_z, x_r, x_h]` and
@@ -454,7 +454,9 @@ def get_cell(name_or_cell, units=None, **kwargs):
 
     Example:
 
-    >>> get_cell("gru", 4, recurrent_dropout=0.25)
+    >>> cell = get_cell("gru", 4, recurrent_dropout=0.25)
+    >>> get_cell(cell) is cell
+    True
     """
     if isinstance(name_or_cell, str):
         key = name_or_cell.lower()

@@ -24,7 +24,8 @@ class Recurrent(keras.layers.Layer):
 
     A drop-in for `keras.layers.RNN(cell)` with the cells of
     `keras_models.cells` (anything with `state_size`, `output_size`,
-    `project_inputs` and `step`). Outputs, states and masking follow Keras:
+    `project_inputs`, `step`, `recurrent_weights` and `get_dropout_masks`).
+    Outputs, states and masking follow Keras:
     a masked step keeps the previous states and outputs the previous output
     (zeros with `zero_output_for_mask=True`, which `Bidirectional` sets for
     sequences); with `go_backwards=True` the sequence is read backwards and
@@ -70,7 +71,8 @@ class Recurrent(keras.layers.Layer):
         zero_output_for_mask=False,
         **kwargs,
     ):
-        for attr in ("state_size", "project_inputs", "step"):
+        needed = ("state_size", "project_inputs", "step", "recurrent_weights", "get_dropout_masks")
+        for attr in needed:
             if not hasattr(cell, attr):
                 raise TypeError(
                     f"Recurrent needs a cell with `{attr}` (see keras_models.cells); "
@@ -124,7 +126,8 @@ class Recurrent(keras.layers.Layer):
         return output_mask
 
     def get_initial_state(self, batch_size):
-        return [ops.zeros((batch_size, size), dtype=self.compute_dtype) for size in self.state_size]
+        dtype = self.compute_dtype
+        return [ops.zeros((batch_size, size), dtype=dtype) for size in self.state_size]
 
     def call(self, inputs, initial_state=None, mask=None, training=None):
         dtype = self.compute_dtype
@@ -196,12 +199,17 @@ class Recurrent(keras.layers.Layer):
             size=time_steps if collect else 0,
             element_shape=tf.TensorShape([projected.shape[1], self.output_size]),
         )
-        batch = tf.shape(projected)[1]
-        prev_output = tf.zeros(tf.stack([batch, self.output_size]), dtype)
+        # The previous output is carried only where it is needed: to repeat
+        # it at masked steps, or as the result without return_sequences.
+        carry = mask is not None or not collect
 
-        def body(t, prev_output, outputs_ta, *states):
+        def body(t, outputs_ta, *carried):
+            if carry:
+                prev_output, states = carried[0], list(carried[1:])
+            else:
+                states = list(carried)
             output, new_states = cell.step(
-                inputs_ta.read(t), list(states), recurrent_mask=recurrent_mask, weights=weights
+                inputs_ta.read(t), states, recurrent_mask=recurrent_mask, weights=weights
             )
             if not isinstance(new_states, (list, tuple)):
                 new_states = [new_states]
@@ -212,17 +220,23 @@ class Recurrent(keras.layers.Layer):
                 output = tf.where(m_t, output, skipped)
             if collect:
                 outputs_ta = outputs_ta.write(t, output)
-            return (t + 1, output, outputs_ta, *new_states)
+            return (t + 1, outputs_ta, *([output] if carry else []), *new_states)
 
-        _, last_output, outputs_ta, *final_states = tf.while_loop(
+        initial = list(states)
+        if carry:
+            batch = tf.shape(projected)[1]
+            initial.insert(0, tf.zeros(tf.stack([batch, self.output_size]), dtype))
+        _, outputs_ta, *final = tf.while_loop(
             lambda t, *_: t < time_steps,
             body,
-            (tf.constant(0, tf.int32), prev_output, outputs_ta, *states),
+            (tf.constant(0, tf.int32), outputs_ta, *initial),
             maximum_iterations=time_steps,
             parallel_iterations=32,
         )
         outputs = outputs_ta.stack() if collect else None
-        return last_output, outputs, list(final_states)
+        if carry:
+            return final[0], outputs, list(final[1:])
+        return outputs[-1], outputs, list(final)
 
     def get_config(self):
         config = super().get_config()

@@ -21,7 +21,8 @@ def _sigmoid(x):
 def _randomize(cell, seed=1):
     """Non-trivial weights (nonzero biases too), deterministic."""
     rng = np.random.default_rng(seed)
-    cell.set_weights([rng.normal(scale=0.5, size=w.shape).astype("float32") for w in cell.get_weights()])
+    weights = cell.get_weights()
+    cell.set_weights([rng.normal(scale=0.5, size=w.shape).astype("float32") for w in weights])
 
 
 # -- NumPy steps of the textbook equations ------------------------------------
@@ -135,7 +136,12 @@ def test_matches_keras_cell_with_copied_weights(name, ours, theirs):
 
 
 def test_weight_shapes_match_keras_layout():
-    for ours, theirs in ((LSTMCell(H), keras.layers.LSTMCell(H)), (GRUCell(H), keras.layers.GRUCell(H, reset_after=False)), (SimpleRNNCell(H), keras.layers.SimpleRNNCell(H))):
+    pairs = [
+        (LSTMCell(H), keras.layers.LSTMCell(H)),
+        (GRUCell(H), keras.layers.GRUCell(H, reset_after=False)),
+        (SimpleRNNCell(H), keras.layers.SimpleRNNCell(H)),
+    ]
+    for ours, theirs in pairs:
         ours.build((None, D))
         theirs.build((None, D))
         assert [w.shape for w in ours.weights] == [w.shape for w in theirs.weights]
@@ -158,7 +164,9 @@ def test_lstm_default_initializers():
     assert isinstance(cell.recurrent_initializer, keras.initializers.Orthogonal)
 
 
-@pytest.mark.parametrize("make", [lambda: SimpleRNNCell(H), lambda: LSTMCell(H), lambda: GRUCell(H)])
+@pytest.mark.parametrize(
+    "make", [lambda: SimpleRNNCell(H), lambda: LSTMCell(H), lambda: GRUCell(H)]
+)
 def test_call_is_step_of_projected_inputs(make):
     cell = make()
     cell.build((None, D))
@@ -171,7 +179,8 @@ def test_call_is_step_of_projected_inputs(make):
     via_call = states
     for t in range(T):
         # the per-step projection equals the all-steps one
-        np.testing.assert_allclose(np.asarray(cell.project_inputs(x[:, t])), projected[:, t], atol=ATOL)
+        step_projection = np.asarray(cell.project_inputs(x[:, t]))
+        np.testing.assert_allclose(step_projection, projected[:, t], atol=ATOL)
         out_s, via_step = cell.step(projected[:, t], via_step)
         out_c, via_call = cell.call(x[:, t], via_call)
         np.testing.assert_allclose(np.asarray(out_s), np.asarray(out_c), atol=ATOL)
@@ -191,7 +200,9 @@ def test_sizes():
     "make",
     [
         lambda: SimpleRNNCell(H, activation="relu", use_bias=False, dropout=0.1, seed=3),
-        lambda: LSTMCell(H, unit_forget_bias=False, recurrent_dropout=0.2, bias_initializer="ones"),
+        lambda: LSTMCell(
+            H, unit_forget_bias=False, recurrent_dropout=0.2, bias_initializer="ones"
+        ),
         lambda: GRUCell(H, kernel_initializer="zeros", recurrent_initializer="glorot_uniform"),
     ],
 )
@@ -207,7 +218,9 @@ def test_config_round_trip(make):
     clone.build((None, D))
     clone.set_weights(cell.get_weights())
     s = [np.ones((B, n), "float32") for n in cell.state_size]
-    np.testing.assert_allclose(np.asarray(cell(x[:, 0], s)[0]), np.asarray(clone(x[:, 0], s)[0]), atol=ATOL)
+    np.testing.assert_allclose(
+        np.asarray(cell(x[:, 0], s)[0]), np.asarray(clone(x[:, 0], s)[0]), atol=ATOL
+    )
 
 
 def test_get_cell():

@@ -25,7 +25,8 @@ def _inputs(seed=0, shape=(B, T, D)):
 
 def _randomize(layer, seed=1):
     rng = np.random.default_rng(seed)
-    layer.set_weights([rng.normal(scale=0.5, size=w.shape).astype("float32") for w in layer.get_weights()])
+    weights = layer.get_weights()
+    layer.set_weights([rng.normal(scale=0.5, size=w.shape).astype("float32") for w in weights])
 
 
 def _np(xs):
@@ -53,7 +54,9 @@ def _layer(name, **kwargs):
 @pytest.mark.parametrize("return_sequences", [True, False])
 @pytest.mark.parametrize("go_backwards", [False, True])
 def test_equals_keras_rnn_on_same_cell(name, return_sequences, go_backwards):
-    layer = _layer(name, return_sequences=return_sequences, return_state=True, go_backwards=go_backwards)
+    layer = _layer(
+        name, return_sequences=return_sequences, return_state=True, go_backwards=go_backwards
+    )
     ref = keras.layers.RNN(
         layer.cell, return_sequences=return_sequences, return_state=True, go_backwards=go_backwards
     )
@@ -129,7 +132,9 @@ def test_bidirectional(name):
 
 def test_bidirectional_return_state():
     x = _inputs()
-    layer = keras.layers.Bidirectional(Recurrent(LSTMCell(H), return_sequences=False, return_state=True))
+    layer = keras.layers.Bidirectional(
+        Recurrent(LSTMCell(H), return_sequences=False, return_state=True)
+    )
     out, fh, fc, bh, bc = layer(x)
     assert out.shape == (B, 2 * H) and fh.shape == bc.shape == (B, H)
 
@@ -280,7 +285,8 @@ def test_mixed_float16(global_policy):
         finally:
             keras.config.set_dtype_policy("float32")
     else:
-        layer = Recurrent(LSTMCell(H, dtype="mixed_float16"), return_state=True, dtype="mixed_float16")
+        cell = LSTMCell(H, dtype="mixed_float16")
+        layer = Recurrent(cell, return_state=True, dtype="mixed_float16")
     layer(x)
     layer.set_weights(ref.get_weights())
     out, h, c = layer(x, mask=np.ones((B, T), bool))
@@ -292,7 +298,11 @@ def test_mixed_float16(global_policy):
 def test_mirrored_strategy_trains():
     if len(tf.config.list_logical_devices("CPU")) < 2:
         pytest.skip("needs two logical CPU devices (tests/conftest.py)")
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    # No collective all-reduce: a second MirroredStrategy with collectives in
+    # the same process can collide with this one's collective instance keys.
+    strategy = tf.distribute.MirroredStrategy(
+        ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice()
+    )
     x = _inputs(shape=(4, T, D))
     y = np.random.default_rng(1).integers(0, 2, size=(4,))
     with strategy.scope():
@@ -310,7 +320,8 @@ def test_mirrored_strategy_trains():
     history = model.fit(x, y, batch_size=4, epochs=2, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
     assert any(not np.allclose(a, b) for a, b in zip(before, model.get_weights()))
-    np.testing.assert_allclose(model.predict(x, batch_size=4, verbose=0), np.asarray(model(x)), atol=ATOL)
+    predicted = model.predict(x, batch_size=4, verbose=0)
+    np.testing.assert_allclose(predicted, np.asarray(model(x)), atol=ATOL)
 
 
 def test_requires_one_of_our_cells():
@@ -330,3 +341,16 @@ def test_compute_output_shape_and_mask():
     mask = np.ones((B, T), bool)
     assert layer.compute_mask(None, mask)[1:] == [None, None]
     assert Recurrent(GRUCell(H), return_sequences=False).compute_mask(None, mask) is None
+
+
+def test_unknown_time_dimension():
+    inputs = keras.Input((None, D))
+    layer = Recurrent(GRUCell(H), return_state=True)
+    model = keras.Model(inputs, layer(inputs))
+    run = tf.function(model, input_signature=[tf.TensorSpec([None, None, D], tf.float32)])
+    ref = keras.layers.RNN(layer.cell, return_sequences=True, return_state=True)
+    for steps in (T, T + 2):
+        x = _inputs(shape=(B, steps, D))
+        out, h = run(x)
+        assert out.shape == (B, steps, H)
+        _close([out, h], ref(x))

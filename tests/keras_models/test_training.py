@@ -104,7 +104,7 @@ def test_two_replicas_match_one_replica_for_the_same_global_batch():
     settings = _settings(epochs=1, clip_norm=0.5)
     single = _trainer(settings=settings, max_steps=8)
     single_result = single.fit()
-    mirrored = tf.distribute.MirroredStrategy([d.name for d in devices[:2]])
+    mirrored = tf.distribute.MirroredStrategy([d.name for d in devices[:2]], cross_device_ops=tf.distribute.ReductionToOneDevice())
     double = _trainer(strategy=mirrored, settings=settings, max_steps=8)
     double_result = double.fit()
     assert double.num_replicas == 2

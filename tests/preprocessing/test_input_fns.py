@@ -78,7 +78,7 @@ def test_bptt_layout_rows_and_windows():
 
 def test_each_replica_always_gets_the_same_rows():
     devices = [d.name for d in tf.config.list_logical_devices("CPU")[:2]]
-    strategy = tf.distribute.MirroredStrategy(devices)
+    strategy = tf.distribute.MirroredStrategy(devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
     layout = bptt_layout(np.arange(4 * 13), num_streams=4, bptt=3)
     dataset = strategy.distribute_datasets_from_function(bptt_dataset_fn(layout))
     for k, batch in enumerate(dataset):
