@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 
 from pipelines.run import EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_USAGE
 
@@ -28,10 +29,12 @@ tracking.tracking_uri or MLFLOW_TRACKING_URI says otherwise; browse them with
 """
 
 
-def _add_config(p: argparse.ArgumentParser) -> None:
+def _add_config(p: argparse.ArgumentParser, force_help: str | None = None) -> None:
     p.add_argument("config", help="YAML run config (see configs/)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set training.epochs=3 (repeatable)")
+    if force_help:
+        p.add_argument("--force", action="store_true", help=force_help)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,20 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run the Beam prepare job for the config's data section. The output "
                        "directory is keyed by a fingerprint of the data config and sources; an existing "
                        "complete one is reused. Unknown options go to Beam (--runner, --direct_num_workers, ...).")
-    _add_config(p)
-    p.add_argument("--force", action="store_true", help="rebuild even if a prepared directory with the same fingerprint exists")
+    _add_config(p, "rebuild even if a prepared directory with the same fingerprint exists")
 
     p = sub.add_parser("train", help="prepare (or reuse) the data, train, evaluate and log to MLflow (no registry)",
                        description="Like `run` but does not register or promote the model.")
-    _add_config(p)
-    p.add_argument("--force", action="store_true", help="train again even if this config already finished")
+    _add_config(p, "train again even if this config already finished")
 
     p = sub.add_parser("run", help="prepare → train → evaluate on test → register and promote",
                        description="The scheduled entry: safe to re-run from cron. A finished run with the same "
                        "config and data is not repeated; a killed one resumes from its last checkpoint; a second "
                        "run on the same work directory exits with code 3 instead of clobbering the first.")
-    _add_config(p)
-    p.add_argument("--force", action="store_true", help="train again even if this config already finished")
+    _add_config(p, "train again even if this config already finished")
 
     p = sub.add_parser("evaluate", help="perplexity of a trained model on a prepared split",
                        description="Scores a split of the config's prepared data with a model: a .keras file, "
@@ -158,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rnnflow: {err}", file=sys.stderr)
         return EXIT_LOCKED
     except (DataError, FileNotFoundError, LookupError, ValueError) as err:
-        print(f"rnnflow: {err}", file=sys.stderr)
+        if args.verbose:
+            traceback.print_exc()
+        print(f"rnnflow: {err} (run with -v for the traceback)", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("rnnflow: interrupted; a re-run resumes from the last checkpoint", file=sys.stderr)

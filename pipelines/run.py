@@ -211,6 +211,10 @@ def train_language_model(config: RunConfig, data_dir: Path, *, strategy, tracker
     log.info("evaluation: %s", ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     tracker.log_metrics(metrics)
 
+    if not tracker.enabled:  # a non-chief worker: the chief exports, plots, logs and registers
+        return RunResult(run_key=work.name, data_dir=str(data_dir), mlflow_run_id=None, metrics=metrics, sample="",
+                         model_path="", resumed_from_step=result.resumed_from_step)
+
     # export: raw strings in, tokenization inside the graph
     scorer = LanguageModelScorer(TextToIds(manifest["tokenizer"], vocab.tokens), model)
     model_dir = work / "model"
