@@ -25,12 +25,16 @@ def _randomize(cell, seed=1):
     cell.set_weights([rng.normal(scale=0.5, size=w.shape).astype("float32") for w in weights])
 
 
-# -- NumPy steps of the textbook equations ------------------------------------
-def np_elman(x, h, W, U, b, act):
-    return act(x @ W + h @ U + b)
+# -- NumPy steps of the textbook equations: (x, states, W, U, b) -> new states, output first ----------
+def np_elman(act):
+    def step(x, states, W, U, b):
+        return [act(x @ W + states[0] @ U + b)]
+
+    return step
 
 
-def np_lstm(x, h, c, W, U, b):
+def np_lstm(x, states, W, U, b):
+    h, c = states
     Wi, Wf, Wc, Wo = np.split(W, 4, axis=1)
     Ui, Uf, Uc, Uo = np.split(U, 4, axis=1)
     bi, bf, bc, bo = np.split(b, 4)
@@ -38,17 +42,18 @@ def np_lstm(x, h, c, W, U, b):
     f = _sigmoid(x @ Wf + h @ Uf + bf)
     o = _sigmoid(x @ Wo + h @ Uo + bo)
     c_new = f * c + i * np.tanh(x @ Wc + h @ Uc + bc)
-    return o * np.tanh(c_new), c_new
+    return [o * np.tanh(c_new), c_new]
 
 
-def np_gru(x, h, W, U, b):
+def np_gru(x, states, W, U, b):
+    (h,) = states
     Wz, Wr, Wh = np.split(W, 3, axis=1)
     Uz, Ur, Uh = np.split(U, 3, axis=1)
     bz, br, bh = np.split(b, 3)
     z = _sigmoid(x @ Wz + h @ Uz + bz)
     r = _sigmoid(x @ Wr + h @ Ur + br)
     h_tilde = np.tanh(x @ Wh + (r * h) @ Uh + bh)
-    return z * h + (1.0 - z) * h_tilde
+    return [z * h + (1.0 - z) * h_tilde]
 
 
 def _run_cell(cell, x, states):
@@ -59,52 +64,30 @@ def _run_cell(cell, x, states):
     return np.stack(outs, 1), [np.asarray(s) for s in states]
 
 
-@pytest.mark.parametrize("activation", ["tanh", "relu"])
-def test_simple_rnn_matches_numpy(activation):
-    cell = SimpleRNNCell(H, activation=activation)
-    cell.build((None, D))
-    _randomize(cell)
-    W, U, b = cell.get_weights()
-    act = np.tanh if activation == "tanh" else (lambda v: np.maximum(v, 0.0))
-    x = _inputs()
-    h0 = _inputs(2, (B, H))
-    outs, (h,) = _run_cell(cell, x, [h0])
-    ref = h0
-    for t in range(T):
-        ref = np_elman(x[:, t], ref, W, U, b, act)
-        np.testing.assert_allclose(outs[:, t], ref, atol=ATOL)
-    np.testing.assert_allclose(h, ref, atol=ATOL)
-
-
-def test_lstm_matches_numpy():
-    cell = LSTMCell(H)
+@pytest.mark.parametrize(
+    "make_cell, np_step",
+    [
+        (lambda: SimpleRNNCell(H, activation="tanh"), np_elman(np.tanh)),
+        (lambda: SimpleRNNCell(H, activation="relu"), np_elman(lambda v: np.maximum(v, 0.0))),
+        (lambda: LSTMCell(H), np_lstm),
+        (lambda: GRUCell(H), np_gru),
+    ],
+    ids=["rnn_tanh", "rnn_relu", "lstm", "gru"],
+)
+def test_cell_matches_numpy(make_cell, np_step):
+    cell = make_cell()
     cell.build((None, D))
     _randomize(cell)
     W, U, b = cell.get_weights()
     x = _inputs()
-    h0, c0 = _inputs(2, (B, H)), _inputs(3, (B, H))
-    outs, (h, c) = _run_cell(cell, x, [h0, c0])
-    rh, rc = h0, c0
+    initial = [_inputs(2 + i, (B, H)) for i in range(len(cell.state_size))]  # h (and c for the LSTM)
+    outs, final = _run_cell(cell, x, initial)
+    ref = initial
     for t in range(T):
-        rh, rc = np_lstm(x[:, t], rh, rc, W, U, b)
-        np.testing.assert_allclose(outs[:, t], rh, atol=ATOL)
-    np.testing.assert_allclose(h, rh, atol=ATOL)
-    np.testing.assert_allclose(c, rc, atol=ATOL)
-
-
-def test_gru_matches_numpy():
-    cell = GRUCell(H)
-    cell.build((None, D))
-    _randomize(cell)
-    W, U, b = cell.get_weights()
-    x = _inputs()
-    h0 = _inputs(2, (B, H))
-    outs, (h,) = _run_cell(cell, x, [h0])
-    ref = h0
-    for t in range(T):
-        ref = np_gru(x[:, t], ref, W, U, b)
-        np.testing.assert_allclose(outs[:, t], ref, atol=ATOL)
-    np.testing.assert_allclose(h, ref, atol=ATOL)
+        ref = np_step(x[:, t], ref, W, U, b)
+        np.testing.assert_allclose(outs[:, t], ref[0], atol=ATOL)
+    for got, want in zip(final, ref):
+        np.testing.assert_allclose(got, want, atol=ATOL)
 
 
 _PAIRS = [
