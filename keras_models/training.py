@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_models.strategies import is_chief, task_info
+from preprocessing.input_fns import BPTTLayout, bptt_dataset_fn
 
 
 class TrainingSettings(Protocol):
@@ -90,7 +91,7 @@ class LanguageModelTask:
 class LanguageModelData:
     """A BPTT layout (see ``preprocessing.input_fns``) as training data."""
 
-    layout: Any  # preprocessing.input_fns.BPTTLayout
+    layout: BPTTLayout
     shuffle_windows: bool = False
     seed: int = 0
     max_steps: int | None = None
@@ -105,8 +106,6 @@ class LanguageModelData:
         return self.layout.num_streams
 
     def dataset_fn(self, epoch, skip_steps):
-        from preprocessing.input_fns import bptt_dataset_fn
-
         return bptt_dataset_fn(
             self.layout, shuffle_windows=self.shuffle_windows, seed=self.seed + epoch, skip_windows=skip_steps
         )
@@ -381,7 +380,7 @@ class Trainer:
                 f"resuming from checkpoint at step {resumed} (epoch {int(self.counters.epoch.numpy()) + 1}, "
                 f"step {int(self.counters.step_in_epoch.numpy())} of {steps_per_epoch})"
             )
-        state = self._distribute_state(tf.nest.map_structure(tf.convert_to_tensor, self._state_vars)) if resumed else None
+        state = self._distribute_state(tf.nest.map_structure(tf.convert_to_tensor, self._state_vars)) if resumed is not None else None
 
         while int(self.counters.epoch.numpy()) < s.epochs and not stopped_early:
             epoch = int(self.counters.epoch.numpy())

@@ -106,7 +106,7 @@ def _evaluate(args) -> int:
     config = load_config(args.config, args.overrides)
     scorer = _load_scorer(args.model, config.resolved_tracking_uri())
     data_dir = prepare(config.data)
-    check_compatible(load_manifest(data_dir), task="lm", vocab_size=len(scorer.vocabulary))
+    check_compatible(load_manifest(data_dir), task="lm", vocabulary=scorer.vocabulary)
     layout = bptt_layout(lm_token_stream(data_dir, args.split), config.training.eval_batch_size, config.training.bptt)
     scores = StreamEvaluator(layout, jit_compile=config.training.jit_compile)(scorer.language_model)
     print(json.dumps({"split": args.split, **scores}, indent=2))

@@ -21,7 +21,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +82,6 @@ class RunResult:
     promotion: dict[str, Any] | None = None
     reused: bool = False
     resumed_from_step: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def run_key(config: RunConfig, data_fingerprint: str) -> str:
@@ -161,7 +160,7 @@ def train_language_model(config: RunConfig, data_dir: Path, *, strategy, tracker
     t = config.training
     manifest = load_manifest(data_dir)
     vocab = Vocabulary.load(vocab_path(data_dir, manifest))
-    check_compatible(manifest, task="lm", vocab_size=len(vocab))
+    check_compatible(manifest, task="lm", vocabulary=vocab.tokens)
     tracker.log_artifact(data_dir / "manifest.json", "data")
     tracker.log_artifact(vocab_path(data_dir, manifest), "data/vocab")
 

@@ -131,7 +131,3 @@ def bptt_dataset_fn(
 
     return dataset_fn
 
-
-def eval_windows(layout: BPTTLayout):
-    """Every window of the layout, the last one possibly shorter: the whole stream is scored."""
-    return layout.windows(drop_remainder=False)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Any
+from typing import Any, Sequence
 
 import tensorflow as tf
+
+from preprocessing.vocab import Vocabulary
 
 MANIFEST_NAME = "manifest.json"
 
@@ -71,28 +73,25 @@ def vocab_path(data_dir: str | os.PathLike, manifest: dict[str, Any]) -> str:
     return os.path.join(os.fspath(data_dir), manifest["vocab"]["path"])
 
 
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with tf.io.gfile.GFile(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def check_compatible(manifest: dict[str, Any], *, task: str, vocabulary: Sequence[str] | None = None) -> None:
+    """Refuses data that does not match the model: another task, or another vocabulary (token ids would differ).
 
-
-def check_compatible(
-    manifest: dict[str, Any], *, task: str, vocab_size: int | None = None, vocab_sha256: str | None = None
-) -> None:
-    """Refuses data that does not match the model: a different task, vocabulary size or vocabulary file."""
+    ``vocabulary`` is the model's token list in id order; it is compared with the data's vocabulary
+    file by size and sha256 of its contents.
+    """
     if manifest["task"] != task:
         raise DataError(f"the data was prepared for task {manifest['task']!r} but the model is a {task!r} model")
+    if vocabulary is None:
+        return
     vocab = manifest["vocab"]
-    if vocab_size is not None and int(vocab["size"]) != int(vocab_size):
+    if int(vocab["size"]) != len(vocabulary):
         raise DataError(
-            f"the data's vocabulary has {vocab['size']} tokens but the model was built for {vocab_size}; "
-            "prepare the data with the model's vocabulary or train a new model"
+            f"the data's vocabulary has {vocab['size']} tokens but the model's has {len(vocabulary)}; "
+            "evaluate on data prepared with the model's config, or train a new model"
         )
-    if vocab_sha256 is not None and vocab.get("sha256") not in (None, vocab_sha256):
+    digest = hashlib.sha256(Vocabulary(vocabulary).to_bytes()).hexdigest()  # the bytes of vocab/tokens.txt
+    if vocab.get("sha256") and vocab["sha256"] != digest:
         raise DataError(
-            "the data's vocabulary file differs from the model's (sha256 "
-            f"{vocab.get('sha256', '?')[:12]} vs {vocab_sha256[:12]}); token ids would not match"
+            "the data's vocabulary lists other tokens than the model's (same size, different contents); "
+            "token ids would not match: evaluate on data prepared with the model's config"
         )

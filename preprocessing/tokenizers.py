@@ -152,6 +152,3 @@ class Tokenizer:
     def tokenize_py(self, text: str) -> list[str]:
         """Tokenizes one Python string with the same ops as :meth:`tokenize`."""
         return self.tokenize_batch_py([text])[0]
-
-    def normalize_py(self, text: str) -> str:
-        return self.normalize(tf.constant([text]))[0].numpy().decode("utf-8")

@@ -11,8 +11,6 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
-import tensorflow as tf  # noqa: E402
-
 from keras_models.strategies import is_chief, make_strategy  # noqa: E402
 
 strategy = make_strategy("multi_worker" if "TF_CONFIG" in os.environ else "default")

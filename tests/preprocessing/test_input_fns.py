@@ -59,8 +59,13 @@ def test_manifest_mismatch_is_refused(prepared):
     manifest = load_manifest(data_dir)
     with pytest.raises(DataError, match="task 'lm'.*'tagging'"):
         check_compatible(manifest, task="tagging")
+    vocab = Vocabulary.load(data_dir / manifest["vocab"]["path"]).tokens
+    check_compatible(manifest, task="lm", vocabulary=vocab)  # the data's own vocabulary passes
     with pytest.raises(DataError, match="vocabulary has"):
-        check_compatible(manifest, task="lm", vocab_size=manifest["vocab"]["size"] + 1)
+        check_compatible(manifest, task="lm", vocabulary=vocab + ["extra"])
+    swapped = vocab[:4] + [vocab[5], vocab[4]] + vocab[6:]
+    with pytest.raises(DataError, match="different contents"):
+        check_compatible(manifest, task="lm", vocabulary=swapped)
     with pytest.raises(DataError, match="no manifest"):
         load_manifest(data_dir / "nope")
 
