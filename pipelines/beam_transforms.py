@@ -3,12 +3,16 @@
 Element shapes (plain dicts, so that any runner can encode them with its default coder):
 
 * corpus record (:class:`ReadCorpus`): ``{"index": (source_position, line_number), "split": str |
-  None, "source": str, "line": int, "raw": bytes}``. ``index`` orders records in corpus order.
+  None, "source": str, "line": int, "item": int}`` plus the format's fields: ``"raw": bytes`` (text
+  to tokenize), ``"label": str`` (classification), ``"tokens", "tags": list[str]`` (tagging,
+  pre-tokenized). ``index`` orders records in corpus order; ``item`` is the ordinal in its source.
 * tokenized record (:class:`TokenizeLines`, main output ``accepted``): the same without ``raw``, plus
-  ``"tokens": list[str]``.
-* rejected record (output ``rejected``): ``{"index", "split", "source", "line", "reason", "detail",
-  "text"}`` with ``reason`` one of :data:`REJECT_REASONS`.
-* encoded record (:class:`EncodeForLM`): ``{"index", "split", "ids": list[int], "unk": int}``.
+  ``"tokens": list[str]`` (pre-tokenized records: their tokens normalized).
+* rejected record: ``{"index", "split", "source", "line", "reason", "detail", "text"}``; reasons:
+  :data:`REJECT_REASONS` here, the readers' (``pipelines/readers.py``) for unreadable input.
+* encoded record (:class:`EncodeForLM`, :class:`EncodeExamples`): ``{"index", "split", "features":
+  {schema key: ids}, "unk": int, "labels": list[str]}`` (``labels``: the tags or the label, for the
+  per-split label counts).
 
 Heavy objects (the tensorflow-text tokenizer) are made in ``DoFn.setup()``; tokenization runs on
 batches of lines (one TensorFlow call per batch), since per-element eager calls are slow.
@@ -38,16 +42,20 @@ import tensorflow as tf
 from pipelines.datasets import CorpusSource
 from preprocessing import schema
 from preprocessing.tokenizers import Tokenizer, TokenizerConfig
-from preprocessing.vocab import EOS_ID, UNK_ID, Vocabulary
+from preprocessing.vocab import EOS_ID, UNK_ID, LabelSet, Vocabulary
 
 log = logging.getLogger(__name__)
 
 NAMESPACE = "rnnflow"
 ACCEPTED, REJECTED = "accepted", "rejected"
 INVALID_UTF8, EMPTY, TOO_LONG, TOKENIZER_ERROR = "invalid_utf8", "empty", "too_long", "tokenizer_error"
-REJECT_REASONS = (INVALID_UTF8, EMPTY, TOO_LONG, TOKENIZER_ERROR)
+DUPLICATE, UNKNOWN_TAG, UNKNOWN_LABEL = "duplicate", "unknown_tag", "unknown_label"
+REJECT_REASONS = (INVALID_UTF8, EMPTY, TOO_LONG, TOKENIZER_ERROR, DUPLICATE, UNKNOWN_TAG, UNKNOWN_LABEL)
 TOKENS_PER_SHARD = 1_000_000
 VOCAB_FILE = "vocab/tokens.txt"
+TAGS_FILE = "vocab/tags.txt"
+LABELS_FILE = "vocab/labels.txt"
+CHARS_FILE = "vocab/chars.txt"
 REJECTED_FILE = "rejected/rejected-00000-of-00001.jsonl"
 
 
@@ -118,15 +126,23 @@ def _read_source(item, expected_sha256):
                 f"expected {expected_sha256[source.name]}); run it again"
             )
     n = 0
-    for split, name, line, raw in source.records(data):
+    for item in source.records(data):
         n += 1
-        yield {"index": (position, line), "split": split, "source": name, "line": line, "raw": raw}
-    Metrics.counter(NAMESPACE, "lines_read").inc(n)
-    log.info("read %d lines from %s", n, source.name)
+        record = {"index": (position, item["line"]), **item}
+        if "reject" in item:  # unreadable input, in the rejected-record shape (see SplitRejected)
+            Metrics.counter(NAMESPACE, f"rejected_{item['reject']}").inc()
+            record = {"index": record["index"], "split": item["split"], "source": item["source"], "line": item["line"],
+                      "reason": item["reject"], "detail": item["detail"], "text": _preview(item["text"])}
+        yield record
+    Metrics.counter(NAMESPACE, "items_read").inc(n)
+    log.info("read %d items from %s", n, source.name)
 
 
 class ReadCorpus(beam.PTransform):
     """Reads the sources (in workers) into corpus records, then redistributes them.
+
+    Items a reader could not parse come out in the rejected-record shape (they have ``reason``);
+    :class:`SplitRejected` sets them apart.
 
     Args:
         sources: the ordered :class:`~pipelines.datasets.CorpusSource` list; its order defines
@@ -164,25 +180,154 @@ def hash_split(source: str, line: int, valid: float, test: float, seed: int = 0)
     return "train"
 
 
-def _assign_split(record, valid, test, seed):
+def interleave_split(item: int, valid: float, test: float, period: int) -> str:
+    """Split of the ``item``-th record (0-based) of a source: of every ``period`` records the last
+    ``round(test * period)`` are test and the ``round(valid * period)`` before them valid.
+
+    ``interleave_split(i, 0.1, 0.1, 10)`` is the Turkish Web Treebank package's rule (``i % 10 == 8``
+    dev, ``== 9`` test).
+    """
+    n_test, n_valid = round(test * period), round(valid * period)
+    slot = item % period
+    if slot >= period - n_test:
+        return "test"
+    if slot >= period - n_test - n_valid:
+        return "valid"
+    return "train"
+
+
+def stratified_assignment(keys: list, valid: float, test: float) -> list[str]:
+    """Splits for ``keys`` (already in their random order): rank ``r`` of ``n`` goes to valid if
+    ``(r + 0.5) / n < valid``, else test if below ``valid + test``, else train."""
+    n = len(keys)
+    out = []
+    for r in range(n):
+        u = (r + 0.5) / n
+        out.append("valid" if u < valid else "test" if u < valid + test else "train")
+    return out
+
+
+def _split_sort_key(record, seed):
+    return hashlib.sha256(f"{seed}\x00{record['source']}\x00{record['line']}".encode("utf-8")).hexdigest()
+
+
+def _assign_split(record, method, valid, test, seed, period):
     if record["split"] is not None:
         return record
     out = dict(record)
-    out["split"] = hash_split(record["source"], record["line"], valid, test, seed)
+    if method == "interleave":
+        out["split"] = interleave_split(record["item"], valid, test, period)
+    else:
+        out["split"] = hash_split(record["source"], record["line"], valid, test, seed)
+    return out
+
+
+def _stratify(label_and_keys, valid, test):
+    _, keys = label_and_keys
+    keys = sorted(keys)  # (hash, index): a deterministic random order
+    for (_, index), split in zip(keys, stratified_assignment(keys, valid, test)):
+        yield index, split
+
+
+def _join_split(index_and_groups):
+    _, groups = index_and_groups
+    (record,), (split,) = groups["record"], groups["split"]
+    out = dict(record)
+    out["split"] = split
     return out
 
 
 class AssignSplit(beam.PTransform):
-    """Gives records without a split (``split`` is ``None``) one by :func:`hash_split`; others pass unchanged."""
+    """Gives records without a split (``split`` is ``None``) one; others pass unchanged.
 
-    def __init__(self, valid: float, test: float, seed: int = 0):
+    Methods: ``hash`` (:func:`hash_split` of source and line), ``interleave`` (:func:`interleave_split`
+    of the record's position in its source) and ``stratified`` (per ``label``, records ordered by a
+    hash of source and line and cut at the fractions: :func:`stratified_assignment`). The
+    stratified split groups only ``(hash, index)`` keys per label, then joins the splits back.
+    """
+
+    def __init__(self, valid: float, test: float, seed: int = 0, method: str = "hash", period: int = 10):
         super().__init__()
         if valid < 0 or test < 0 or valid + test >= 1:
             raise ValueError(f"split fractions valid={valid}, test={test} must be >= 0 and sum below 1")
-        self.valid, self.test, self.seed = valid, test, seed
+        if method not in ("hash", "interleave", "stratified"):
+            raise ValueError(f"unknown split method {method!r}; use hash, interleave or stratified")
+        self.valid, self.test, self.seed, self.method, self.period = valid, test, seed, method, period
 
     def expand(self, records):
-        return records | "HashSplit" >> beam.Map(_assign_split, self.valid, self.test, self.seed)
+        if self.method != "stratified":
+            return records | "Split" >> beam.Map(
+                _assign_split, self.method, self.valid, self.test, self.seed, self.period
+            )
+        given = records | "HasSplit" >> beam.Filter(lambda r: r["split"] is not None)
+        todo = records | "NeedsSplit" >> beam.Filter(lambda r: r["split"] is None)
+        splits = (
+            todo
+            | "KeyByLabel" >> beam.Map(lambda r, seed: (r["label"], (_split_sort_key(r, seed), r["index"])), self.seed)
+            | "GroupByLabel" >> beam.GroupByKey()
+            | "Stratify" >> beam.FlatMap(_stratify, self.valid, self.test)
+        )
+        assigned = (
+            {"record": todo | "KeyByIndex" >> beam.Map(lambda r: (r["index"], r)), "split": splits}
+            | "JoinSplit" >> beam.CoGroupByKey()
+            | "SetSplit" >> beam.Map(_join_split)
+        )
+        return (given, assigned) | "Merge" >> beam.Flatten()
+
+
+# ----------------------------------------------------------------------------- rejects and dupes
+class SplitRejected(beam.PTransform):
+    """Corpus records → ``(accepted, rejected)``: records with a ``reason`` (unreadable input) are rejected."""
+
+    def expand(self, records):
+        accepted, rejected = records | "ByReason" >> beam.Partition(lambda r, n: 1 if "reason" in r else 0, 2)
+        return accepted, rejected
+
+
+def content_key(record) -> str:
+    """sha256 of what makes two records the same example: the raw text, or the tokens and tags."""
+    h = hashlib.sha256()
+    if "raw" in record:
+        h.update(record["raw"])
+    else:
+        h.update("\x00".join(record["tokens"]).encode("utf-8"))
+        h.update(b"\x01")
+        h.update("\x00".join(record.get("tags", [])).encode("utf-8"))
+    return h.hexdigest()
+
+
+def _keep_first(key_and_records):
+    _, records = key_and_records
+    records = sorted(records, key=operator.itemgetter("index"))
+    first = records[0]
+    yield first
+    for r in records[1:]:
+        Metrics.counter(NAMESPACE, f"rejected_{DUPLICATE}").inc()
+        label = f" (labelled {r.get('label')!r} there: {first.get('label')!r})" if r.get("label") != first.get("label") else ""
+        text = r["raw"].decode("utf-8", "backslashreplace") if "raw" in r else " ".join(r["tokens"])
+        yield reject(r, DUPLICATE, f"same content as {first['source']}:{first['line']}{label}", text)
+
+
+def _log_duplicates(n):
+    if n:
+        log.info("set aside %d exact duplicate(s) before splitting", n)
+    return n
+
+
+class DropDuplicates(beam.PTransform):
+    """Keeps the first record (corpus order) of every group of identical content (:func:`content_key`);
+    the others go to output ``rejected`` with reason ``duplicate``, naming the record they repeat.
+    Run before the split, so that no text is in two splits. Returns ``(kept, rejected)``."""
+
+    def expand(self, records):
+        out = (
+            records
+            | "KeyByContent" >> beam.Map(lambda r: (content_key(r), r))
+            | "GroupByContent" >> beam.GroupByKey()
+            | "KeepFirst" >> beam.FlatMap(_keep_first).with_outputs(REJECTED, main=ACCEPTED)
+        )
+        _ = out[REJECTED] | "Count" >> beam.combiners.Count.Globally() | "Log" >> beam.Map(_log_duplicates)
+        return out[ACCEPTED], out[REJECTED]
 
 
 class TakeFirstPerSplit(beam.PTransform):
@@ -218,6 +363,15 @@ def _preview(text: str, limit: int = 2000) -> str:
     return text if len(text) <= limit else text[:limit] + f"... [{len(text) - limit} more characters]"
 
 
+def reject(record: dict, reason: str, detail: str, text: str) -> TaggedOutput:
+    """``record`` as a rejected record on the ``rejected`` output."""
+    return TaggedOutput(
+        REJECTED,
+        {"index": record["index"], "split": record["split"], "source": record["source"], "line": record["line"],
+         "reason": reason, "detail": detail, "text": _preview(text)},
+    )
+
+
 class TokenizeBatchDoFn(beam.DoFn):
     """Decodes, normalizes and tokenizes a *list* of corpus records in one TensorFlow call.
 
@@ -242,18 +396,30 @@ class TokenizeBatchDoFn(beam.DoFn):
 
     def _reject(self, record: dict, reason: str, detail: str, text: str):
         self._rejected[reason].inc()
-        return TaggedOutput(
-            REJECTED,
-            {
-                "index": record["index"],
-                "split": record["split"],
-                "source": record["source"],
-                "line": record["line"],
-                "reason": reason,
-                "detail": detail,
-                "text": _preview(text),
-            },
-        )
+        return reject(record, reason, detail, text)
+
+    def _normalize(self, records: list[dict]):
+        """Pre-tokenized records: every token normalized (one TF call for the batch), never split."""
+        flat = [t for r in records for t in r["tokens"]]
+        normalized = iter(self._tokenizer.normalize_batch_py(flat))
+        for record in records:
+            tokens = [next(normalized) for _ in record["tokens"]]
+            empty = [i for i, t in enumerate(tokens) if not t.strip()]
+            if empty:
+                yield self._reject(record, EMPTY, f"token {empty[0] + 1} is empty after normalization",
+                                   " ".join(record["tokens"]))
+            elif len(tokens) > self.max_length:
+                yield self._reject(record, TOO_LONG, f"{len(tokens)} tokens > max_length {self.max_length}",
+                                   " ".join(record["tokens"]))
+            else:
+                yield self._accept(record, tokens)
+
+    def _accept(self, record: dict, tokens: list[str]) -> dict:
+        self._accepted.inc()
+        self._tokens.inc(len(tokens))
+        out = {k: v for k, v in record.items() if k != "raw"}
+        out["tokens"] = tokens
+        return out
 
     def _tokenize(self, texts: list[str]) -> list[list[str] | Exception]:
         try:
@@ -268,8 +434,14 @@ class TokenizeBatchDoFn(beam.DoFn):
             return out
 
     def process(self, batch):
+        pretokenized = [r for r in batch if "raw" not in r]
+        if pretokenized:
+            yield from self._normalize(pretokenized)
+            batch_raw = [r for r in batch if "raw" in r]
+        else:
+            batch_raw = batch
         valid: list[tuple[dict, str]] = []
-        for record in batch:
+        for record in batch_raw:
             try:
                 valid.append((record, record["raw"].decode("utf-8")))
             except UnicodeDecodeError as err:
@@ -286,15 +458,7 @@ class TokenizeBatchDoFn(beam.DoFn):
             elif len(tokens) > self.max_length:
                 yield self._reject(record, TOO_LONG, f"{len(tokens)} tokens > max_length {self.max_length}", text)
             else:
-                self._accepted.inc()
-                self._tokens.inc(len(tokens))
-                yield {
-                    "index": record["index"],
-                    "split": record["split"],
-                    "source": record["source"],
-                    "line": record["line"],
-                    "tokens": tokens,
-                }
+                yield self._accept(record, tokens)
         self._lines.inc(len(batch))
         before, self._seen = self._seen, self._seen + len(batch)
         if self._seen // self.log_every != before // self.log_every:
@@ -377,7 +541,7 @@ class EncodeForLMDoFn(beam.DoFn):
         ids = vocab.encode(record["tokens"])
         unk = sum(1 for i in ids if i == UNK_ID)
         ids.append(EOS_ID)
-        yield {"index": record["index"], "split": record["split"], "ids": ids, "unk": unk}
+        yield {"index": record["index"], "split": record["split"], "features": {"ids": ids}, "unk": unk, "labels": []}
 
 
 class EncodeForLM(beam.PTransform):
@@ -388,6 +552,119 @@ class EncodeForLM(beam.PTransform):
 
     def expand(self, records):
         return records | "Encode" >> beam.ParDo(EncodeForLMDoFn(), beam.pvalue.AsSingleton(self.vocab))
+
+
+class CountLabels(beam.PTransform):
+    """``(label, count)`` over one split's records: every tag of a tagging record, or the ``label``."""
+
+    def __init__(self, split: str | None = "train"):
+        super().__init__()
+        self.split = split
+
+    def expand(self, records):
+        if self.split is not None:
+            records = records | f"Only[{self.split}]" >> beam.Filter(lambda r, s: r["split"] == s, self.split)
+        return (
+            records
+            | "Labels" >> beam.FlatMap(lambda r: r["tags"] if "tags" in r else [r["label"]])
+            | "Count" >> beam.combiners.Count.PerElement()
+        )
+
+
+def _build_label_set(pairs, what):
+    if not pairs:
+        raise ValueError(f"the training split has no {what}: nothing to learn (are all records rejected?)")
+    labels = LabelSet.from_labels(label for label, _ in pairs)
+    log.info("%s: %d (%s)", what, len(labels), ", ".join(labels.labels[:20]))
+    return labels
+
+
+class BuildLabelSet(beam.PTransform):
+    """``(label, count)`` pairs → a one-element PCollection holding a :class:`LabelSet` (use ``AsSingleton``)."""
+
+    def __init__(self, what: str = "labels"):
+        super().__init__()
+        self.what = what
+
+    def expand(self, counts):
+        return counts | "Gather" >> beam.combiners.ToList() | "FromLabels" >> beam.Map(_build_label_set, self.what)
+
+
+class CountCharacters(beam.PTransform):
+    """``(character, count)`` over the tokens of one split (for a character vocabulary)."""
+
+    def __init__(self, split: str | None = "train"):
+        super().__init__()
+        self.split = split
+
+    def expand(self, records):
+        if self.split is not None:
+            records = records | f"Only[{self.split}]" >> beam.Filter(lambda r, s: r["split"] == s, self.split)
+        return (
+            records
+            | "Characters" >> beam.FlatMap(lambda r: [c for t in r["tokens"] for c in t])
+            | "Count" >> beam.combiners.Count.PerElement()
+        )
+
+
+class EncodeExamplesDoFn(beam.DoFn):
+    """Tagging / classification records → schema features; a tag or label outside the training set
+    is a ``rejected`` record (``unknown_tag`` / ``unknown_label``), never remapped.
+
+    Side inputs: the token :class:`Vocabulary`, the :class:`LabelSet` and, for tagging with
+    character features, the character :class:`Vocabulary` (else ``None``).
+    """
+
+    def __init__(self, task: str):
+        if task not in ("tagging", "classification"):
+            raise ValueError(f"EncodeExamples encodes tagging or classification records, not {task!r}")
+        self.task = task
+
+    def setup(self):
+        self._unknown = Metrics.counter(NAMESPACE, f"rejected_{UNKNOWN_TAG if self.task == 'tagging' else UNKNOWN_LABEL}")
+
+    def process(self, record, vocab, labels, chars=None):
+        names = record["tags"] if self.task == "tagging" else [record["label"]]
+        unknown = labels.unknown(names)
+        if unknown:
+            self._unknown.inc()
+            what = UNKNOWN_TAG if self.task == "tagging" else UNKNOWN_LABEL
+            detail = f"{what.split('_')[1]}(s) {unknown[:10]} not in the training split's {len(labels)}"
+            yield reject(record, what, detail, " ".join(record["tokens"]))
+            return
+        ids = vocab.encode(record["tokens"])
+        features = {"ids": ids}
+        if self.task == "tagging":
+            features["tags"] = labels.encode(record["tags"])
+            if chars is not None:
+                features["chars"] = [i for t in record["tokens"] for i in chars.encode(t)]
+                features["char_lengths"] = [len(t) for t in record["tokens"]]
+        else:
+            features["label"] = labels.encode(names)[0]
+        yield {"index": record["index"], "split": record["split"], "features": features,
+               "unk": sum(1 for i in ids if i == UNK_ID), "labels": names}
+
+
+class EncodeExamples(beam.PTransform):
+    """Encodes tagging / classification records; returns outputs ``accepted`` (main) and ``rejected``.
+
+    Args:
+        task: ``"tagging"`` or ``"classification"``.
+        vocab, labels: one-element PCollections (:class:`BuildVocabulary`, :class:`BuildLabelSet`).
+        chars: optional one-element PCollection with the character :class:`Vocabulary`.
+    """
+
+    def __init__(self, task: str, vocab, labels, chars=None):
+        super().__init__()
+        self.task, self.vocab, self.labels, self.chars = task, vocab, labels, chars
+
+    def expand(self, records):
+        side = [beam.pvalue.AsSingleton(self.vocab), beam.pvalue.AsSingleton(self.labels)]
+        if self.chars is not None:
+            side.append(beam.pvalue.AsSingleton(self.chars))
+        return records | "Encode" >> beam.ParDo(EncodeExamplesDoFn(self.task), *side).with_outputs(
+            REJECTED, main=ACCEPTED
+        )
 
 
 # ----------------------------------------------------------------------------------------- stats
@@ -405,10 +682,10 @@ def num_shards_for(tokens: int, examples: int, requested: int, tokens_per_shard:
 
 
 class SplitSummaryFn(beam.CombineFn):
-    """Per-split stats and contiguous shard boundaries, from ``(index, length, unk)`` values.
+    """Per-split stats and contiguous shard boundaries, from ``(index, length, unk, labels)`` values.
 
-    Output: ``{"examples", "tokens", "unk_tokens", "oov_rate", "length_histogram", "num_shards",
-    "boundaries"}`` where ``tokens`` counts every id written (``<eos>`` included), ``oov_rate`` is
+    Output: ``{"examples", "tokens", "unk_tokens", "oov_rate", "length_histogram", "label_counts",
+    "num_shards", "boundaries"}`` where ``label_counts`` counts tags / labels (empty for LM), ``tokens`` counts every id written (``<eos>`` included), ``oov_rate`` is
     ``unk_tokens / tokens``, and ``boundaries[k]`` is the ``index`` of shard ``k``'s first record
     (shards hold equal numbers of consecutive records, up to one).
     """
@@ -418,15 +695,17 @@ class SplitSummaryFn(beam.CombineFn):
         self.tokens_per_shard = tokens_per_shard
 
     def create_accumulator(self):
-        return [0, 0, {}, []]  # tokens, unk, histogram {bucket: n}, indices
+        return [0, 0, {}, [], {}]  # tokens, unk, histogram {bucket: n}, indices, label counts
 
     def add_input(self, acc, value):
-        index, length, unk = value
+        index, length, unk, labels = value
         acc[0] += length
         acc[1] += unk
         bucket = length_bucket(length)
         acc[2][bucket] = acc[2].get(bucket, 0) + 1
         acc[3].append(index)
+        for label in labels:
+            acc[4][label] = acc[4].get(label, 0) + 1
         return acc
 
     def merge_accumulators(self, accumulators):
@@ -437,10 +716,12 @@ class SplitSummaryFn(beam.CombineFn):
             for b, n in acc[2].items():
                 out[2][b] = out[2].get(b, 0) + n
             out[3].extend(acc[3])
+            for label, n in acc[4].items():
+                out[4][label] = out[4].get(label, 0) + n
         return out
 
     def extract_output(self, acc):
-        tokens, unk, hist, indices = acc
+        tokens, unk, hist, indices, label_counts = acc
         indices = sorted(indices)
         examples = len(indices)
         k = num_shards_for(tokens, examples, self.num_shards, self.tokens_per_shard)
@@ -450,6 +731,7 @@ class SplitSummaryFn(beam.CombineFn):
             "unk_tokens": unk,
             "oov_rate": (unk / tokens) if tokens else 0.0,
             "length_histogram": {f"{b}-{2 * b - 1}": hist[b] for b in sorted(hist)},
+            "label_counts": dict(sorted(label_counts.items())),
             "num_shards": k,
             "boundaries": [indices[(s * examples) // k] for s in range(k)],
         }
@@ -466,7 +748,8 @@ class SummarizeSplits(beam.PTransform):
     def expand(self, encoded):
         return (
             encoded
-            | "KeyBySplit" >> beam.Map(lambda r: (r["split"], (r["index"], len(r["ids"]), r["unk"])))
+            | "KeyBySplit"
+            >> beam.Map(lambda r: (r["split"], (r["index"], len(r["features"]["ids"]), r["unk"], r["labels"])))
             | "Summarize" >> beam.CombinePerKey(SplitSummaryFn(self.num_shards, self.tokens_per_shard))
         )
 
@@ -475,7 +758,7 @@ class SummarizeSplits(beam.PTransform):
 def _key_by_shard(record, summaries, task):
     summary = summaries[record["split"]]
     shard = bisect.bisect_right(summary["boundaries"], record["index"]) - 1
-    serialized = schema.encode_example(task, {"ids": record["ids"]})
+    serialized = schema.encode_example(task, record["features"])
     return (record["split"], shard, summary["num_shards"]), (record["index"], serialized)
 
 
@@ -501,7 +784,7 @@ class WriteShards(beam.PTransform):
     Args:
         output_dir: directory to write into (``tf.io.gfile`` path).
         summaries: the ``(split, summary)`` PCollection from :class:`SummarizeSplits`.
-        task: schema task of the records (only ``"lm"``: feature ``ids``).
+        task: schema task of the records (their ``features`` follow ``schema.TASK_FEATURES[task]``).
     """
 
     def __init__(self, output_dir: str, summaries, task: str = "lm"):
@@ -552,25 +835,28 @@ class WriteRejected(beam.PTransform):
         )
 
 
-def _write_vocabulary(vocab, output_dir):
+def _write_vocabulary(vocab, output_dir, path):
     data = vocab.to_bytes()
-    write_bytes_atomic(os.path.join(output_dir, VOCAB_FILE), data)
-    return {"path": VOCAB_FILE, "size": len(vocab), "sha256": hashlib.sha256(data).hexdigest()}
+    write_bytes_atomic(os.path.join(output_dir, path), data)
+    return {"path": path, "size": len(vocab), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 class WriteVocabulary(beam.PTransform):
-    """The one-element Vocabulary PCollection → ``vocab/tokens.txt``; yields ``{"path", "size", "sha256"}``."""
+    """A one-element :class:`Vocabulary` / :class:`LabelSet` PCollection → ``<output_dir>/<path>``
+    (default ``vocab/tokens.txt``); yields ``{"path", "size", "sha256"}``."""
 
-    def __init__(self, output_dir: str):
+    def __init__(self, output_dir: str, path: str = VOCAB_FILE):
         super().__init__()
         self.output_dir = output_dir
+        self.path = path
 
     def expand(self, vocab):
-        return vocab | "Write" >> beam.Map(_write_vocabulary, self.output_dir)
+        return vocab | "Write" >> beam.Map(_write_vocabulary, self.output_dir, self.path)
 
 
-def _write_summary(_, path, splits, rejected, vocab, shards):
+def _write_summary(_, path, splits, rejected, vocab, shards, **extra):
     summary = {
+        **extra,
         "splits": {
             split: {k: v for k, v in s.items() if k != "boundaries"} for split, s in sorted(splits.items())
         },
@@ -583,12 +869,14 @@ def _write_summary(_, path, splits, rejected, vocab, shards):
 
 
 class WriteSummary(beam.PTransform):
-    """Gathers split summaries, rejected and vocabulary summaries and shard names into one JSON file."""
+    """Gathers split summaries, rejected and vocabulary summaries and shard names into one JSON file;
+    ``extra`` maps more keys to one-element PCollections (e.g. ``labels``, ``chars`` file summaries)."""
 
-    def __init__(self, path: str, splits, rejected, vocab, shards):
+    def __init__(self, path: str, splits, rejected, vocab, shards, extra: dict | None = None):
         super().__init__()
         self.path = path
         self.splits, self.rejected, self.vocab, self.shards = splits, rejected, vocab, shards
+        self.extra = dict(extra or {})
 
     def expand(self, pbegin):
         return (
@@ -602,5 +890,6 @@ class WriteSummary(beam.PTransform):
                 beam.pvalue.AsSingleton(self.rejected),
                 beam.pvalue.AsSingleton(self.vocab),
                 beam.pvalue.AsList(self.shards),
+                **{k: beam.pvalue.AsSingleton(v) for k, v in self.extra.items()},
             )
         )

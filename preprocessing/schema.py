@@ -22,7 +22,7 @@ import tensorflow as tf
 
 # Bumped whenever the on-disk layout or the meaning of a feature changes; part of the prepare job's
 # fingerprint, so a changed schema never reuses old prepared data.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SEQUENCE, SCALAR = "sequence", "scalar"
 
@@ -33,16 +33,24 @@ TASK_FEATURES: dict[str, dict[str, str]] = {
     "seq2seq": {"source_ids": SEQUENCE, "target_ids": SEQUENCE},
 }
 
+# Features a task's records may carry; parsing always returns them (empty sequences when absent).
+# Tagging with character features: ``chars`` holds the character ids of every token, concatenated,
+# and ``char_lengths`` the number of characters of each token (one value per token).
+OPTIONAL_FEATURES: dict[str, dict[str, str]] = {
+    "tagging": {"chars": SEQUENCE, "char_lengths": SEQUENCE},
+}
+
 COMPRESSION = "GZIP"
 SHARD_SUFFIX = ".tfrecord.gz"
 SPLITS = ("train", "valid", "test")
 
 
-def _features(task: str) -> dict[str, str]:
+def _features(task: str, optional: bool = False) -> dict[str, str]:
     try:
-        return TASK_FEATURES[task]
+        features = TASK_FEATURES[task]
     except KeyError:
         raise ValueError(f"unknown task {task!r}; known tasks: {sorted(TASK_FEATURES)}") from None
+    return {**features, **OPTIONAL_FEATURES.get(task, {})} if optional else features
 
 
 def encode_example(task: str, features: Mapping[str, Any]) -> bytes:
@@ -50,10 +58,12 @@ def encode_example(task: str, features: Mapping[str, Any]) -> bytes:
 
     Args:
         task: a key of :data:`TASK_FEATURES`.
-        features: exactly the task's keys; sequences are iterables of ints, scalars one int.
+        features: the task's keys (and any of its optional ones); sequences are iterables of ints,
+            scalars one int.
     """
-    spec = _features(task)
-    missing = sorted(set(spec) - set(features))
+    required = _features(task)
+    spec = {k: kind for k, kind in _features(task, optional=True).items() if k in required or k in features}
+    missing = sorted(set(required) - set(features))
     extra = sorted(set(features) - set(spec))
     if missing or extra:
         raise ValueError(
@@ -81,9 +91,9 @@ def encode_example(task: str, features: Mapping[str, Any]) -> bytes:
 
 
 def feature_spec(task: str, batched: bool = False) -> dict[str, Any]:
-    """The ``tf.io`` parsing spec for ``task``; ``batched=True`` gives ragged sequences."""
+    """The ``tf.io`` parsing spec for ``task`` (optional features included); ``batched=True`` gives ragged sequences."""
     spec = {}
-    for key, kind in _features(task).items():
+    for key, kind in _features(task, optional=True).items():
         if kind == SCALAR:
             spec[key] = tf.io.FixedLenFeature([], tf.int64)
         else:

@@ -149,6 +149,16 @@ class Tokenizer:
         ragged = self.tokenize(tf.constant(list(texts), dtype=tf.string))
         return [[t.decode("utf-8") for t in row] for row in ragged.to_list()]
 
+    def normalize_batch_py(self, texts: Sequence[str]) -> list[str]:
+        """Normalizes a list of Python strings (case folding, Unicode form) in one TensorFlow call.
+
+        For pre-tokenized input (tagging corpora): each token is normalized like the text the
+        exported model tokenizes, without being split.
+        """
+        if not texts:
+            return []
+        return [t.decode("utf-8") for t in self.normalize(tf.constant(list(texts), dtype=tf.string)).numpy().tolist()]
+
     def tokenize_py(self, text: str) -> list[str]:
         """Tokenizes one Python string with the same ops as :meth:`tokenize`."""
         return self.tokenize_batch_py([text])[0]

@@ -163,3 +163,88 @@ class Vocabulary:
             values=tf.range(len(self._tokens), dtype=tf.int64),
         )
         return tf.lookup.StaticHashTable(initializer, default_value=tf.constant(UNK_ID, tf.int64))
+
+
+class LabelSet:
+    """The closed set of output labels (tags of a tagger, classes of a classifier): ids ``0..n-1``.
+
+    No reserved entries and no unknown label: a label outside the set is an error (the prepare job
+    sends such records to ``rejected/``), never a silent remap. Stored like a :class:`Vocabulary`
+    (``vocab/tags.txt`` or ``vocab/labels.txt``, one label per line, the line number is the id),
+    sorted by name so that ids do not depend on counts.
+
+    Example:
+
+    >>> labels = LabelSet.from_labels(["NOUN", "VERB", "NOUN"])
+    >>> labels.encode(["VERB", "NOUN"]), len(labels)
+    ([1, 0], 2)
+    """
+
+    def __init__(self, labels: Sequence[str]):
+        labels = list(labels)
+        if not labels:
+            raise ValueError("a label set needs at least one label")
+        if len(set(labels)) != len(labels):
+            dupes = sorted({x for x in labels if labels.count(x) > 1})
+            raise ValueError(f"duplicate labels {dupes[:5]}")
+        bad = [x for x in labels if not x or "\n" in x]
+        if bad:
+            raise ValueError(f"labels must be non-empty single-line strings, got {bad[:5]!r}")
+        self._labels = labels
+        self._index = {x: i for i, x in enumerate(labels)}
+
+    @classmethod
+    def from_labels(cls, labels: Iterable[str]) -> "LabelSet":
+        return cls(sorted(set(labels)))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "LabelSet":
+        path = os.fspath(path)
+        if not tf.io.gfile.exists(path):
+            raise FileNotFoundError(f"{path}: no such label file")
+        with tf.io.gfile.GFile(path, "rb") as f:
+            text = f.read().decode("utf-8")
+        try:
+            return cls(text[:-1].split("\n") if text.endswith("\n") else text.split("\n"))
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+
+    def to_bytes(self) -> bytes:
+        return "".join(x + "\n" for x in self._labels).encode("utf-8")
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self._labels)
+
+    def __len__(self) -> int:
+        return len(self._labels)
+
+    def __contains__(self, label: object) -> bool:
+        return label in self._index
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LabelSet) and self._labels == other._labels
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._labels))
+
+    def __repr__(self) -> str:
+        return f"LabelSet({self._labels!r})" if len(self) <= 10 else f"LabelSet(size={len(self)})"
+
+    def unknown(self, labels: Iterable[str]) -> list[str]:
+        """The labels of ``labels`` that are not in the set, in order of first appearance."""
+        seen: dict[str, None] = {}
+        for x in labels:
+            if x not in self._index:
+                seen.setdefault(x)
+        return list(seen)
+
+    def encode(self, labels: Iterable[str]) -> list[int]:
+        """Labels → ids; raises ``KeyError`` naming the first unknown label."""
+        try:
+            return [self._index[x] for x in labels]
+        except KeyError as err:
+            raise KeyError(f"unknown label {err.args[0]!r} (known: {self._labels[:20]})") from None
+
+    def decode(self, ids: Iterable[int]) -> list[str]:
+        return [self._labels[int(i)] for i in ids]

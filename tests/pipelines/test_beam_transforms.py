@@ -50,10 +50,10 @@ def test_read_corpus_reads_in_workers_with_positions(tmp_path):
     b.write_bytes(b"\xef\xbb\xbfthree\n\xff\n")
     sources = text_sources([str(a), str(b)])
     expected = [
-        {"index": (0, 1), "split": None, "source": str(a), "line": 1, "raw": b"one"},
-        {"index": (0, 2), "split": None, "source": str(a), "line": 2, "raw": b"two"},
-        {"index": (1, 1), "split": None, "source": str(b), "line": 1, "raw": b"three"},
-        {"index": (1, 2), "split": None, "source": str(b), "line": 2, "raw": b"\xff"},
+        {"index": (0, 1), "split": None, "source": str(a), "line": 1, "item": 0, "raw": b"one"},
+        {"index": (0, 2), "split": None, "source": str(a), "line": 2, "item": 1, "raw": b"two"},
+        {"index": (1, 1), "split": None, "source": str(b), "line": 1, "item": 0, "raw": b"three"},
+        {"index": (1, 2), "split": None, "source": str(b), "line": 2, "item": 1, "raw": b"\xff"},
     ]
     with _pipeline() as p:
         assert_that(p | bt.ReadCorpus(sources), equal_to(expected))
@@ -146,15 +146,15 @@ def test_encode_for_lm_appends_eos_and_counts_unknowns():
             out,
             equal_to(
                 [
-                    {"index": (0, 1), "split": "train", "ids": [4, 5, EOS_ID], "unk": 0},
-                    {"index": (0, 2), "split": "test", "ids": [UNK_ID, 4, EOS_ID], "unk": 1},
+                    {"index": (0, 1), "split": "train", "features": {"ids": [4, 5, EOS_ID]}, "unk": 0, "labels": []},
+                    {"index": (0, 2), "split": "test", "features": {"ids": [UNK_ID, 4, EOS_ID]}, "unk": 1, "labels": []},
                 ]
             ),
         )
 
 
 def _encoded(index, split, n, unk=0):
-    return {"index": (0, index), "split": split, "ids": [4] * (n - 1) + [EOS_ID], "unk": unk}
+    return {"index": (0, index), "split": split, "features": {"ids": [4] * (n - 1) + [EOS_ID]}, "unk": unk, "labels": []}
 
 
 def test_summarize_splits_stats_and_contiguous_boundaries():
@@ -173,6 +173,7 @@ def test_summarize_splits_stats_and_contiguous_boundaries():
                             "unk_tokens": 5,
                             "oov_rate": 5 / 15,
                             "length_histogram": {"1-1": 1, "2-3": 2, "4-7": 2},
+                            "label_counts": {},
                             "num_shards": 2,
                             "boundaries": [(0, 1), (0, 3)],
                         },
@@ -185,6 +186,7 @@ def test_summarize_splits_stats_and_contiguous_boundaries():
                             "unk_tokens": 0,
                             "oov_rate": 0.0,
                             "length_histogram": {"8-15": 1},
+                            "label_counts": {},
                             "num_shards": 1,  # at most one shard per example
                             "boundaries": [(0, 9)],
                         },
@@ -220,13 +222,14 @@ def _write_shards(directory, records, num_shards):
 
 
 def test_write_shards_keeps_corpus_order_across_shards_and_is_byte_identical(tmp_path):
-    train = [{"index": (i // 4, i % 4), "split": "train", "ids": [10 + i, EOS_ID], "unk": 0} for i in range(10)]
-    valid = [{"index": (9, 1), "split": "valid", "ids": [7, EOS_ID], "unk": 0}]
+    train = [{"index": (i // 4, i % 4), "split": "train", "features": {"ids": [10 + i, EOS_ID]}, "unk": 0, "labels": []}
+             for i in range(10)]
+    valid = [{"index": (9, 1), "split": "valid", "features": {"ids": [7, EOS_ID]}, "unk": 0, "labels": []}]
     records = list(reversed(train)) + valid  # arrival order must not matter
     _write_shards(tmp_path / "a", records, num_shards=3)
     files, ids = _read_split(tmp_path / "a", "train")
     assert [os.path.basename(f) for f in files] == [schema.shard_name("train", i, 3) for i in range(3)]
-    assert ids == [r["ids"] for r in train]
+    assert ids == [r["features"]["ids"] for r in train]
     assert _read_split(tmp_path / "a", "valid")[1] == [[7, EOS_ID]]
     _write_shards(tmp_path / "b", train + valid, num_shards=3)
     for name in sorted(os.listdir(tmp_path / "a")):

