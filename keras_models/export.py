@@ -4,6 +4,8 @@
 ``keras.layers.StringLookup`` over the prepared vocabulary, so an exported model needs nothing but
 the ``.keras`` file and rnnflow installed. :class:`LanguageModelScorer` wraps a trained language model:
 raw sentences in, per-sentence log-probability, token count and perplexity out.
+:class:`SequenceTaggerExport` (raw sentences → tokens and tags) and :class:`TextClassifierExport`
+(raw texts → label and class probabilities) do the same for taggers and classifiers.
 """
 
 from __future__ import annotations
@@ -52,6 +54,11 @@ class TextToIds(keras.layers.Layer):
 
     def build(self, input_shape=None):
         self.built = True  # the StringLookup table is made in the constructor; nothing to build
+
+    def tokens(self, texts) -> tf.RaggedTensor:
+        """The token strings ``[batch, (tokens)]`` that :meth:`call` looks up."""
+        texts = tf.reshape(tf.convert_to_tensor(texts, tf.string), [-1])
+        return self._tokenizer.tokenize(texts)
 
     def call(self, texts):
         texts = tf.reshape(tf.convert_to_tensor(texts, tf.string), [-1])
@@ -140,4 +147,141 @@ class LanguageModelScorer(keras.Model):
         config = dict(config)
         config["text_to_ids"] = keras.saving.deserialize_keras_object(config["text_to_ids"])
         config["language_model"] = keras.saving.deserialize_keras_object(config["language_model"])
+        return cls(**config)
+
+
+def _at_least_one_column(t: tf.Tensor) -> tf.Tensor:
+    """Pads ``[batch, time, ...]`` with zeros to ``time >= 1`` (an empty input still makes a batch)."""
+    pad = tf.maximum(0, 1 - tf.shape(t)[1])
+    paddings = tf.concat([[[0, 0], [0, pad]], tf.zeros([tf.rank(t) - 2, 2], tf.int32)], axis=0)
+    return tf.pad(t, paddings)
+
+
+@keras.saving.register_keras_serializable(package="rnnflow")
+class SequenceTaggerExport(keras.Model):
+    """Tags raw sentences with a trained ``RNNTagger``: tokenization (and character ids) in the graph.
+
+    Args:
+        text_to_ids: a :class:`TextToIds` layer with ``append_eos=False``.
+        tagger: a trained ``keras_models.tagger.RNNTagger``.
+        tag_names: tag strings in id order.
+        char_vocabulary: the character vocabulary (reserved tokens first) when the tagger reads
+            characters, else ``None``.
+        max_chars: characters of a token the character encoder reads (as in training).
+        **kwargs: passed to ``keras.Model``.
+
+    Call arguments:
+        texts: ``tf.string`` tensor ``[batch]``.
+
+    Returns a dict: ``tokens`` and ``tags`` (``tf.string [batch, max_tokens]``, padded with ``""``)
+    and ``length`` (``int32 [batch]``, tokens per sentence).
+    """
+
+    def __init__(self, text_to_ids, tagger, tag_names, char_vocabulary=None, max_chars=20, **kwargs):
+        super().__init__(**kwargs)
+        self.text_to_ids = text_to_ids
+        self.tagger = tagger
+        self.tag_names = list(tag_names)
+        self.char_vocabulary = list(char_vocabulary) if char_vocabulary else None
+        self.max_chars = int(max_chars)
+        self._tag_table = tf.constant(self.tag_names)
+        self.char_lookup = None
+        if self.char_vocabulary:
+            if tuple(self.char_vocabulary[: len(RESERVED_TOKENS)]) != RESERVED_TOKENS:
+                raise ValueError(f"the character vocabulary must start with {list(RESERVED_TOKENS)}")
+            self.char_lookup = keras.layers.StringLookup(
+                vocabulary=self.char_vocabulary[2:], mask_token=PAD, oov_token=UNK, num_oov_indices=1,
+                output_mode="int",
+            )
+
+    def build(self, input_shape=None):
+        self.built = True  # the tagger is trained and built; the lookups are made in the constructor
+
+    def call(self, texts):
+        tokens = self.text_to_ids.tokens(texts)
+        ids = tf.cast(_at_least_one_column(tf.ragged.map_flat_values(self.text_to_ids.lookup, tokens)
+                                           .to_tensor(default_value=0)), tf.int32)
+        inputs = ids
+        if self.char_lookup is not None:
+            chars = tf.strings.unicode_split(tokens, "UTF-8")[:, :, : self.max_chars]
+            chars = tf.ragged.map_flat_values(self.char_lookup, chars).to_tensor(default_value=0)
+            inputs = {"ids": ids, "chars": tf.cast(_at_least_one_column(chars), tf.int32)}
+        tag_ids = self.tagger.predict_tags(inputs)
+        mask = ids != 0
+        tags = tf.where(mask, tf.gather(self._tag_table, tag_ids), "")
+        return {
+            "tokens": _at_least_one_column(tokens.to_tensor(default_value="")),
+            "tags": tags,
+            "length": tf.cast(tokens.row_lengths(), tf.int32),
+        }
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "text_to_ids": keras.saving.serialize_keras_object(self.text_to_ids),
+                "tagger": keras.saving.serialize_keras_object(self.tagger),
+                "tag_names": self.tag_names,
+                "char_vocabulary": self.char_vocabulary,
+                "max_chars": self.max_chars,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["text_to_ids"] = keras.saving.deserialize_keras_object(config["text_to_ids"])
+        config["tagger"] = keras.saving.deserialize_keras_object(config["tagger"])
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="rnnflow")
+class TextClassifierExport(keras.Model):
+    """Classifies raw texts with a trained ``RNNClassifier``; tokenization in the graph.
+
+    Args:
+        text_to_ids: a :class:`TextToIds` layer with ``append_eos=False``.
+        classifier: a trained ``keras_models.classifier.RNNClassifier``.
+        label_names: class names in id order.
+        **kwargs: passed to ``keras.Model``.
+
+    Call arguments:
+        texts: ``tf.string`` tensor ``[batch]``.
+
+    Returns a dict: ``label`` (``tf.string [batch]``) and ``probabilities`` (``float32 [batch, classes]``,
+    in the order of ``label_names``).
+    """
+
+    def __init__(self, text_to_ids, classifier, label_names, **kwargs):
+        super().__init__(**kwargs)
+        self.text_to_ids = text_to_ids
+        self.classifier = classifier
+        self.label_names = list(label_names)
+        self._label_table = tf.constant(self.label_names)
+
+    def build(self, input_shape=None):
+        self.built = True
+
+    def call(self, texts):
+        ids = tf.cast(_at_least_one_column(self.text_to_ids(texts)), tf.int32)
+        probs = tf.nn.softmax(tf.cast(self.classifier(ids, training=False), tf.float32), axis=-1)
+        return {"label": tf.gather(self._label_table, tf.argmax(probs, axis=-1)), "probabilities": probs}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "text_to_ids": keras.saving.serialize_keras_object(self.text_to_ids),
+                "classifier": keras.saving.serialize_keras_object(self.classifier),
+                "label_names": self.label_names,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["text_to_ids"] = keras.saving.deserialize_keras_object(config["text_to_ids"])
+        config["classifier"] = keras.saving.deserialize_keras_object(config["classifier"])
         return cls(**config)

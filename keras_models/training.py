@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_models.strategies import is_chief, task_info
-from preprocessing.input_fns import BPTTLayout, bptt_dataset_fn
+from preprocessing.input_fns import BPTTLayout, Examples, bptt_dataset_fn, example_dataset_fn
 
 
 class TrainingSettings(Protocol):
@@ -109,6 +109,70 @@ class LanguageModelData:
         return bptt_dataset_fn(
             self.layout, shuffle_windows=self.shuffle_windows, seed=self.seed + epoch, skip_windows=skip_steps
         )
+
+
+# ------------------------------------------------------------------- tagging and classification
+def model_inputs(batch: dict):
+    """The model input of a tagging / classification batch: ``ids``, or ``{"ids", "chars"}``."""
+    return {"ids": batch["ids"], "chars": batch["chars"]} if "chars" in batch else batch["ids"]
+
+
+@dataclass
+class TaggingTask:
+    """Per-token cross-entropy (or the CRF's negative log-likelihood) over real tokens; no carried state."""
+
+    reports_perplexity = False
+
+    def initial_state(self, model, batch_size):
+        return ()
+
+    def loss_and_state(self, model, batch, state, training):
+        loss_sum, count = model.loss_sum(model_inputs(batch), batch["tags"], training=training)
+        return loss_sum, count, ()
+
+
+@dataclass
+class ClassificationTask:
+    """Cross-entropy of one label per sequence; no carried state."""
+
+    reports_perplexity = False
+
+    def initial_state(self, model, batch_size):
+        return ()
+
+    def loss_and_state(self, model, batch, state, training):
+        logits = model(batch["ids"], training=training)
+        xent = keras.losses.sparse_categorical_crossentropy(batch["label"], logits, from_logits=True)
+        return tf.reduce_sum(tf.cast(xent, tf.float32)), tf.cast(tf.shape(batch["label"])[0], tf.float32), ()
+
+
+@dataclass
+class ExampleData:
+    """Tagging / classification examples as training data: shuffled, length-grouped global batches
+    (a new order every epoch from ``seed + epoch``); the last partial batch of an epoch is dropped."""
+
+    examples: Examples
+    batch_size: int
+    seed: int = 0
+    max_steps: int | None = None
+    max_length: int | None = None
+    max_chars: int | None = None
+
+    @property
+    def steps_per_epoch(self) -> int:
+        n = len(self.examples) // self.batch_size
+        if n == 0:
+            raise ValueError(f"{len(self.examples)} training examples make no batch of {self.batch_size}; "
+                             "lower training.batch_size")
+        return min(n, self.max_steps) if self.max_steps else n
+
+    @property
+    def global_batch_size(self) -> int:
+        return self.batch_size
+
+    def dataset_fn(self, epoch, skip_steps):
+        return example_dataset_fn(self.examples, self.batch_size, seed=self.seed + epoch, skip_batches=skip_steps,
+                                  max_length=self.max_length, max_chars=self.max_chars)
 
 
 class StreamEvaluator:
@@ -209,7 +273,9 @@ class Trainer:
         data: training data (e.g. :class:`LanguageModelData`).
         settings: training settings (``pipelines.config.TrainingConfig``).
         evaluate: ``evaluate(model) -> dict`` on the validation split, called after every epoch.
-        monitor: the key of ``evaluate``'s result that early stopping and plateau decay watch (lower is better).
+        monitor: the key of ``evaluate``'s result that early stopping, plateau decay and the best
+            weights watch.
+        greater_is_better: whether a higher ``monitor`` is better (accuracy, F1) or a lower (loss).
         checkpoint_dir: where checkpoints go; a run finding checkpoints there resumes from the newest.
         on_step: ``on_step(step, metrics)`` every ``log_every_steps`` (e.g. MLflow logging).
         on_epoch: ``on_epoch(epoch, metrics)`` after every epoch.
@@ -226,6 +292,7 @@ class Trainer:
         settings: TrainingSettings,
         evaluate: Callable[[keras.Model], dict[str, float]] | None = None,
         monitor: str = "loss",
+        greater_is_better: bool = False,
         checkpoint_dir: str | None = None,
         on_step: Callable[[int, dict], None] | None = None,
         on_epoch: Callable[[int, dict], None] | None = None,
@@ -237,6 +304,8 @@ class Trainer:
         self.settings = settings
         self.evaluate = evaluate
         self.monitor = monitor
+        self.greater_is_better = greater_is_better
+        self.perplexity = getattr(task, "reports_perplexity", True)
         self.on_step = on_step
         self.on_epoch = on_epoch
         self.verbose = verbose
@@ -276,7 +345,7 @@ class Trainer:
             )
             self._manager = tf.train.CheckpointManager(ckpt, self._writable_dir(checkpoint_dir), max_to_keep=3)
         self._grad_fn = tf.function(self._gradients, jit_compile=settings.jit_compile, reduce_retracing=True)
-        self._train_step = tf.function(self._distributed_step)
+        self._train_step = tf.function(self._distributed_step, reduce_retracing=True)
 
     # ------------------------------------------------------------------ checkpoints
     def _writable_dir(self, checkpoint_dir: str) -> str:
@@ -302,11 +371,16 @@ class Trainer:
     def _save(self, state) -> None:
         if not self._manager:
             return
+        if not tf.nest.flatten(state):
+            self._manager.save(checkpoint_number=int(self.counters.step.numpy()))
+            return
         gathered = tf.nest.map_structure(lambda v: self.strategy.gather(v, axis=0), state)
         tf.nest.map_structure(lambda var, value: var.assign(value), self._state_vars, gathered)
         self._manager.save(checkpoint_number=int(self.counters.step.numpy()))
 
     def _distribute_state(self, full_state):
+        if not tf.nest.flatten(full_state):
+            return full_state  # a task without carried state
         b = self.per_replica_batch
 
         def value_fn(ctx):
@@ -407,15 +481,17 @@ class Trainer:
                 last = i + 1 == steps_per_epoch
                 checkpoint = step % s.checkpoint_every_steps == 0 and not last
                 if step % s.log_every_steps == 0 or last or checkpoint:
-                    metrics = self._flush(pending, history, lr)
+                    metrics = self._flush(pending, history, lr, self.perplexity)
                     pending = []
                     for k, v in metrics.items():
                         steps_hist.setdefault(k, []).append(v)
                     steps_hist.setdefault("step", []).append(step)
                     if self.on_step and self.is_chief:
                         self.on_step(step, metrics)
-                    progbar.update(i + 1, [("loss", metrics["train_loss"]), ("ppl", metrics["train_perplexity"]),
-                                           ("lr", lr), ("grad_norm", metrics["grad_norm"])])
+                    shown = [("loss", metrics["train_loss"])]
+                    if self.perplexity:
+                        shown.append(("ppl", metrics["train_perplexity"]))
+                    progbar.update(i + 1, shown + [("lr", lr), ("grad_norm", metrics["grad_norm"])])
                 if checkpoint:
                     self._save_history(history, epochs_hist, best, since_best, plateau_wait, stopped_early)
                     self._save(state)
@@ -425,13 +501,17 @@ class Trainer:
             metrics = {"epoch": epoch + 1, "learning_rate": self.learning_rate(int(self.counters.step.numpy()) - 1, epoch)}
             if epoch_count:
                 metrics["train_loss"] = epoch_loss / epoch_count
-                metrics["train_perplexity"] = math.exp(min(metrics["train_loss"], 700.0))
+                if self.perplexity:
+                    metrics["train_perplexity"] = math.exp(min(metrics["train_loss"], 700.0))
             if self.evaluate:
                 for k, v in self.evaluate(self.model).items():
                     metrics[f"val_{k}"] = v
                 value = metrics.get(f"val_{self.monitor}")
                 if value is not None:
-                    if best is None or value < best - s.early_stopping.min_delta:
+                    delta = s.early_stopping.min_delta
+                    improved = value > best + delta if self.greater_is_better and best is not None else (
+                        best is None or value < best - delta)
+                    if improved:
                         best, since_best, plateau_wait = value, 0, 0
                         if self.checkpoint_dir and self.is_chief:
                             self.model.save_weights(os.path.join(self.checkpoint_dir, "best.weights.h5"))
@@ -467,7 +547,7 @@ class Trainer:
         )
 
     @staticmethod
-    def _flush(pending, history, lr) -> dict[str, float]:
+    def _flush(pending, history, lr, perplexity=True) -> dict[str, float]:
         """Per-step metrics over the steps since the last flush; adds them to the epoch's sums."""
         loss = float(tf.add_n([p[0] for p in pending]))
         count = float(tf.add_n([p[1] for p in pending]))
@@ -478,8 +558,11 @@ class Trainer:
             raise FloatingPointError(
                 f"training loss became {mean}; lower the learning rate or set training.clip_norm"
             )
-        return {"train_loss": mean, "train_perplexity": math.exp(min(mean, 700.0)),
-                "grad_norm": float(np.mean(norms)), "grad_norm_max": float(np.max(norms)), "learning_rate": lr}
+        out = {"train_loss": mean}
+        if perplexity:
+            out["train_perplexity"] = math.exp(min(mean, 700.0))
+        out.update(grad_norm=float(np.mean(norms)), grad_norm_max=float(np.max(norms)), learning_rate=lr)
+        return out
 
     def _save_history(self, history, epochs_hist, best, since_best, plateau_wait, stopped_early):
         history.update(epochs=epochs_hist, best=best, since_best=since_best, plateau_wait=plateau_wait,

@@ -128,6 +128,12 @@ class DataConfig(_Section):
             self.__dict__["task"] = task  # no re-validation loop
         elif self.task != task:
             raise ValueError(f"data.task {self.task!r} does not fit data.dataset {self.dataset!r}, which is {task!r} data")
+        if self.split.method == "stratified" and task != "classification":
+            raise ValueError("data.split.method 'stratified' needs labelled documents (a classification dataset); "
+                             "use 'hash' or 'interleave'")
+        if self.split.method == "interleave" and self.format == "document":
+            raise ValueError(f"data.split.method 'interleave' counts records within a file, and every file of "
+                             f"{self.dataset!r} is one document; use 'stratified' or 'hash'")
         if self.max_lines:
             bad = sorted(set(self.max_lines) - {"train", "valid", "test"})
             if bad:

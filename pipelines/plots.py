@@ -203,3 +203,36 @@ def gradient_norms(
     ax.grid(True, alpha=0.3)
     ax.legend()
     return fig
+
+
+def confusion_matrix(matrix: Any, labels: Sequence[str], title: str = "confusion matrix",
+                     normalize: bool = True) -> Figure:
+    """A heatmap of ``matrix[gold, predicted]`` (rows: gold labels, columns: predictions).
+
+    With ``normalize`` each row is divided by its total (recall per class on the diagonal) and the
+    raw counts are written in the cells when there is room.
+    """
+    counts = np.asarray(matrix, dtype=float)
+    n = len(labels)
+    if counts.shape != (n, n):
+        raise ValueError(f"confusion matrix of shape {counts.shape} for {n} labels")
+    totals = counts.sum(axis=1, keepdims=True)
+    shown = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0) if normalize else counts
+    size = max(4.0, 0.45 * n + 2.5)
+    fig = Figure(figsize=(size + 1.0, size), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    image = ax.imshow(shown, cmap="Blues", vmin=0.0, vmax=1.0 if normalize else None)
+    fig.colorbar(image, ax=ax, shrink=0.8, label="fraction of the gold label" if normalize else "count")
+    ax.set_xticks(range(n), labels, rotation=90 if n > 6 else 0)
+    ax.set_yticks(range(n), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("gold")
+    ax.set_title(title)
+    if n <= 20:
+        for i in range(n):
+            for j in range(n):
+                if counts[i, j]:
+                    ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", fontsize=7,
+                            color="white" if shown[i, j] > 0.5 else "black")
+    return fig

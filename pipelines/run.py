@@ -152,7 +152,7 @@ def train_language_model(config: RunConfig, data_dir: Path, *, strategy, tracker
 
     from keras_models.export import LanguageModelScorer, TextToIds
     from keras_models.training import LanguageModelData, LanguageModelTask, StreamEvaluator, Trainer
-    from pipelines import plots, tracking
+    from pipelines import plots
     from preprocessing.input_fns import bptt_layout, lm_token_stream
     from preprocessing.manifest import check_compatible, load_manifest, vocab_path
     from preprocessing.vocab import Vocabulary
@@ -175,12 +175,7 @@ def train_language_model(config: RunConfig, data_dir: Path, *, strategy, tracker
     keras.utils.set_random_seed(t.seed)
     level = manifest["tokenizer"]["level"]
     val_eval = StreamEvaluator(eval_layouts["valid"], jit_compile=t.jit_compile)
-
-    def on_step(step, metrics):
-        tracker.log_metrics({f"step/{k}": v for k, v in metrics.items()}, step=step)
-
-    def on_epoch(epoch, metrics):
-        tracker.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
+    on_step, on_epoch = _metric_callbacks(tracker)
 
     trainer = Trainer(
         strategy=strategy,
@@ -190,7 +185,8 @@ def train_language_model(config: RunConfig, data_dir: Path, *, strategy, tracker
                                max_steps=t.max_steps_per_epoch),
         settings=t,
         evaluate=val_eval,
-        monitor="perplexity",
+        monitor=_monitor(config, "perplexity"),
+        greater_is_better=bool(config.tracking.greater_is_better),
         checkpoint_dir=str(work / "checkpoints"),
         on_step=on_step,
         on_epoch=on_epoch,
@@ -229,7 +225,6 @@ def train_language_model(config: RunConfig, data_dir: Path, *, strategy, tracker
     tracker.log_text(sample, "samples/sample.txt")
 
     plot_dir = work / "plots"
-    plot_dir.mkdir(exist_ok=True)
     figures = {
         "learning_curves": plots.learning_curves(
             {k.removeprefix("train_"): v for k, v in result.history.items()
@@ -240,24 +235,219 @@ def train_language_model(config: RunConfig, data_dir: Path, *, strategy, tracker
                                                 clip_norm=t.clip_norm),
         "gradient_flow": plots.gradient_flow(gradient_flow_curves(config, model, eval_layouts["valid"])),
     }
-    for name, fig in figures.items():
-        fig.savefig(plot_dir / f"{name}.png", dpi=100)
-        tracker.log_figure(fig, f"plots/{name}.png")
+    _log_figures(figures, plot_dir, tracker)
     tracker.log_dict({"history": result.history, "steps": result.steps}, "history.json")
 
     out = RunResult(run_key=work.name, data_dir=str(data_dir), mlflow_run_id=tracker.run_id, metrics=metrics,
                     sample=sample, model_path=str(model_path), resumed_from_step=result.resumed_from_step)
-    out.model_uri = tracker.log_model(scorer, "model", input_example=["the cat sat on the mat"])
+    _log_and_register(config, tracker, scorer, ["the cat sat on the mat"], out, register)
+    return out
+
+
+# ------------------------------------------------------------------------ shared by every task
+def _metric_callbacks(tracker):
+    def on_step(step, metrics):
+        tracker.log_metrics({f"step/{k}": v for k, v in metrics.items()}, step=step)
+
+    def on_epoch(epoch, metrics):
+        tracker.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
+
+    return on_step, on_epoch
+
+
+def _monitor(config: RunConfig, default: str) -> str:
+    """The validation metric early stopping and the best weights watch: ``tracking.metric`` without its split."""
+    metric = config.tracking.metric or default
+    for prefix in ("val_", "test_"):
+        if metric.startswith(prefix):
+            return metric[len(prefix):]
+    return metric
+
+
+def _log_figures(figures: dict, plot_dir: Path, tracker) -> None:
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    for name, fig in figures.items():
+        fig.savefig(plot_dir / f"{name}.png", dpi=100)
+        tracker.log_figure(fig, f"plots/{name}.png")
+
+
+def _log_and_register(config: RunConfig, tracker, export_model, input_example, out: "RunResult", register: bool):
+    """Logs the exported model; with ``register``, a new registry version, promoted only if it beats the champion."""
+    from pipelines import tracking
+
+    out.model_uri = tracker.log_model(export_model, "model", input_example=input_example)
     name = config.tracking.registered_model
     if register and name and out.model_uri:
-        out.registered_version = tracker.register_model(out.model_uri, name)
-        value = metrics.get(config.tracking.metric)
+        value = out.metrics.get(config.tracking.metric)
         if value is None:
-            raise KeyError(f"tracking.metric {config.tracking.metric!r} is not one of {sorted(metrics)}")
+            raise KeyError(f"tracking.metric {config.tracking.metric!r} is not one of {sorted(out.metrics)}")
+        out.registered_version = tracker.register_model(out.model_uri, name)
         decision = tracking.promote(tracker.client, name, out.registered_version, config.tracking.metric, value,
-                                    config.tracking.greater_is_better)
+                                    bool(config.tracking.greater_is_better))
         out.promotion = decision.to_dict()
         log.info("promotion: %s", decision.reason)
+
+
+def build_sequence_model(config: RunConfig, vocab_size: int, num_labels: int, char_vocab_size: int = 0):
+    """The tagger or classifier of ``config.model`` (built)."""
+    m = config.model
+    common = dict(vocab_size=vocab_size, cell=m.cell, num_layers=m.num_layers, embedding_dim=m.embedding_dim,
+                  hidden_dim=m.hidden_dim, dropout=m.dropout, recurrent_dropout=m.recurrent_dropout,
+                  activation=m.activation, seed=config.training.seed)
+    if m.type == "tagger":
+        from keras_models.tagger import RNNTagger
+
+        model = RNNTagger(num_tags=num_labels, char_vocab_size=char_vocab_size, char_embedding_dim=m.char_embedding_dim,
+                          char_hidden_dim=m.char_hidden_dim, use_crf=m.use_crf, **common)
+        model.build({"ids": (None, None), "chars": (None, None, None)} if char_vocab_size else (None, None))
+    elif m.type == "classifier":
+        from keras_models.classifier import RNNClassifier
+
+        model = RNNClassifier(num_classes=num_labels, bidirectional=m.bidirectional, pooling=m.pooling,
+                              mlp_dims=list(m.mlp_dims), **common)
+        model.build((None, None))
+    else:
+        raise ValueError(f"model.type {m.type!r} is not a sequence model")
+    return model
+
+
+def _sample_text(vocab, examples, level: str) -> str:
+    """The first test example without unknown tokens (else the first, unknowns left out), as text."""
+    from preprocessing.vocab import UNK_ID
+
+    ids = next((x for x in examples.ids[:200] if UNK_ID not in x), examples.ids[0])
+    tokens = vocab.decode(int(i) for i in ids if i != UNK_ID)
+    return "".join(tokens) if level == "char" else " ".join(tokens)
+
+
+def train_sequence_model(config: RunConfig, data_dir: Path, *, strategy, tracker, work: Path,
+                         register: bool) -> RunResult:
+    """Tagger or classifier: trains, scores valid and test, exports (raw strings in), plots, registers."""
+    import keras
+    import tensorflow as tf
+
+    from keras_models.evaluation import ClassificationEvaluator, TaggingEvaluator
+    from keras_models.export import SequenceTaggerExport, TextClassifierExport, TextToIds
+    from keras_models.training import ClassificationTask, ExampleData, TaggingTask, Trainer
+    from pipelines import plots
+    from preprocessing.input_fns import load_examples
+    from preprocessing.manifest import DataError, check_compatible, load_manifest, vocab_path
+    from preprocessing.vocab import LabelSet, Vocabulary
+
+    t, m, task = config.training, config.model, config.data.task
+    manifest = load_manifest(data_dir)
+    vocab = Vocabulary.load(vocab_path(data_dir, manifest))
+    check_compatible(manifest, task=task, vocabulary=vocab.tokens)
+    labels = LabelSet.load(data_dir / manifest["labels"]["path"])
+    with_chars = task == "tagging" and "chars" in manifest
+    char_vocab = Vocabulary.load(data_dir / manifest["chars"]["path"]) if with_chars else None
+    for key in ("vocab", "labels", "chars"):
+        if key in manifest:
+            tracker.log_artifact(data_dir / manifest[key]["path"], "data/vocab")
+    tracker.log_artifact(data_dir / "manifest.json", "data")
+
+    examples = {split: load_examples(data_dir, split, with_chars) for split in ("train", "valid", "test")}
+    for split, ex in examples.items():
+        if not len(ex):
+            raise DataError(f"{data_dir}: the {split} split is empty; check data.split and rejected/")
+    tracker.log_params({"data.fingerprint": manifest["fingerprint"], "data.train_examples": len(examples["train"]),
+                        "data.vocab_size": len(vocab), "data.num_labels": len(labels), "run.key": work.name,
+                        "run.replicas": strategy.num_replicas_in_sync})
+
+    keras.utils.set_random_seed(t.seed)
+    scheme = config.data.tag_scheme
+
+    def evaluator(split):
+        if task == "tagging":
+            return TaggingEvaluator(examples[split], labels.labels, scheme, t.eval_batch_size,
+                                    m.max_chars_per_token, jit_compile=False)
+        return ClassificationEvaluator(examples[split], labels.labels, t.eval_batch_size, jit_compile=False)
+
+    evaluators = {split: evaluator(split) for split in ("valid", "test")}
+    on_step, on_epoch = _metric_callbacks(tracker)
+    trainer = Trainer(
+        strategy=strategy,
+        build_model=lambda: build_sequence_model(config, len(vocab), len(labels), len(char_vocab) if char_vocab else 0),
+        task=TaggingTask() if task == "tagging" else ClassificationTask(),
+        data=ExampleData(examples["train"], t.batch_size, seed=t.seed, max_steps=t.max_steps_per_epoch,
+                         max_length=t.max_length, max_chars=m.max_chars_per_token),
+        settings=t,
+        evaluate=evaluators["valid"],
+        monitor=_monitor(config, "accuracy"),
+        greater_is_better=bool(config.tracking.greater_is_better),
+        checkpoint_dir=str(work / "checkpoints"),
+        on_step=on_step,
+        on_epoch=on_epoch,
+    )
+    result = trainer.fit()
+    model = trainer.model
+
+    metrics: dict[str, float] = {}
+    reports = {}
+    for split, ev in evaluators.items():
+        prefix = "val" if split == "valid" else split
+        for k, v in ev(model).items():
+            metrics[f"{prefix}_{k}"] = v
+        reports[split] = ev.last_report
+    metrics["epochs_completed"] = result.epochs_completed
+    log.info("evaluation: %s", ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    tracker.log_metrics(metrics)
+
+    if not tracker.enabled:
+        return RunResult(run_key=work.name, data_dir=str(data_dir), mlflow_run_id=None, metrics=metrics, sample="",
+                         model_path="", resumed_from_step=result.resumed_from_step)
+
+    text_to_ids = TextToIds(manifest["tokenizer"], vocab.tokens, append_eos=False)
+    if task == "tagging":
+        export = SequenceTaggerExport(text_to_ids, model, labels.labels, char_vocab.tokens if char_vocab else None,
+                                      m.max_chars_per_token)
+    else:
+        export = TextClassifierExport(text_to_ids, model, labels.labels)
+    level = manifest["tokenizer"]["level"]
+    sample_text = _sample_text(vocab, examples["test"], level)
+    outputs = export(tf.constant([sample_text]))
+    if task == "tagging":
+        n = int(outputs["length"][0])
+        sample = " ".join(f"{tok.decode()}/{tag.decode()}" for tok, tag in
+                          zip(outputs["tokens"][0].numpy()[:n], outputs["tags"][0].numpy()[:n]))
+    else:
+        sample = f"{outputs['label'][0].numpy().decode()} <- {sample_text[:200]}"
+    log.info("sample: %s", sample)
+    tracker.log_text(sample, "samples/sample.txt")
+    model_dir = work / "model"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    model_path = model_dir / ("tagger.keras" if task == "tagging" else "classifier.keras")
+    export.save(model_path)
+
+    test_eval = evaluators["test"]
+    if task == "classification":
+        confusion = test_eval.confusion
+    else:
+        from sklearn.metrics import confusion_matrix
+
+        gold, pred, _ = test_eval.predict(model)
+        flat = [labels.encode(g) for g in gold], [labels.encode(p) for p in pred]
+        confusion = confusion_matrix(np.concatenate(flat[0]), np.concatenate(flat[1]), labels=range(len(labels)))
+    curves = {k.removeprefix("train_"): v for k, v in result.history.items()
+              if k in ("train_loss", "val_loss", "val_accuracy", "val_f1", "val_macro_f1", "learning_rate")}
+    figures = {
+        "learning_curves": plots.learning_curves(
+            curves,
+            step_history={"train loss (per step)": (result.steps.get("step", []), result.steps.get("train_loss", []))},
+            title=f"{config.name}: {m.cell} {m.type}"),
+        "gradient_norms": plots.gradient_norms(result.steps.get("step", []), result.steps.get("grad_norm", []),
+                                                clip_norm=t.clip_norm),
+        "confusion_matrix": plots.confusion_matrix(confusion, labels.labels, title=f"{config.name}: test confusion"),
+    }
+    _log_figures(figures, work / "plots", tracker)
+    tracker.log_dict({"history": result.history, "steps": result.steps}, "history.json")
+    tracker.log_dict({"valid": reports["valid"], "test": reports["test"],
+                      "test_confusion": {"labels": labels.labels, "matrix": np.asarray(confusion).tolist()}},
+                     "evaluation.json")
+
+    out = RunResult(run_key=work.name, data_dir=str(data_dir), mlflow_run_id=tracker.run_id, metrics=metrics,
+                    sample=sample, model_path=str(model_path), resumed_from_step=result.resumed_from_step)
+    _log_and_register(config, tracker, export, [sample_text], out, register)
     return out
 
 
@@ -311,8 +501,9 @@ def execute(config: RunConfig, *, beam_args: list[str] | None = None, register: 
                 _write_state(state_path, {"status": "training", "mlflow_run_id": tracker.run_id})
                 tracker.log_config(config.model_dump(mode="json"))
                 tracker.log_text(dump_config(config), "config.resolved.yaml")
-            result = train_language_model(config, Path(data_dir), strategy=strategy, tracker=tracker, work=work,
-                                          register=register and chief)
+            train = train_language_model if config.data.task == "lm" else train_sequence_model
+            result = train(config, Path(data_dir), strategy=strategy, tracker=tracker, work=work,
+                           register=register and chief)
         if chief:
             _write_state(state_path, {"status": "done", "mlflow_run_id": tracker.run_id, "result": asdict(result)})
         return result

@@ -131,3 +131,204 @@ def bptt_dataset_fn(
 
     return dataset_fn
 
+
+
+# --------------------------------------------------------------------- tagging and classification
+@dataclass
+class Examples:
+    """A tagging or classification split in memory, in corpus order.
+
+    ``ids[i]`` are the token ids of example ``i``; ``tags[i]`` its tag ids (tagging) or ``labels[i]``
+    its label id (classification); ``chars[i]`` (tagging with character features) a list of
+    character-id arrays, one per token.
+    """
+
+    task: str
+    ids: list[np.ndarray]
+    tags: list[np.ndarray] | None = None
+    labels: np.ndarray | None = None
+    chars: list[list[np.ndarray]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.array([len(x) for x in self.ids], dtype=np.int64)
+
+
+def load_examples(data_dir: str | os.PathLike, split: str, with_chars: bool = False) -> Examples:
+    """Reads a tagging / classification split into memory (corpus order)."""
+    manifest = load_manifest(data_dir)
+    task = manifest["task"]
+    if task not in ("tagging", "classification"):
+        raise ValueError(f"{data_dir}: load_examples reads tagging or classification data, not {task!r}")
+    if with_chars and "chars" not in manifest:
+        raise ValueError(
+            f"{data_dir}: the data has no character ids; prepare it with data.char_features: true"
+        )
+    ids, tags, labels, chars = [], [], [], []
+    for ex in read_split(data_dir, split, task).as_numpy_iterator():
+        ids.append(ex["ids"].astype(np.int32))
+        if task == "tagging":
+            tags.append(ex["tags"].astype(np.int32))
+            if with_chars:
+                bounds = np.concatenate([[0], np.cumsum(ex["char_lengths"])])
+                flat = ex["chars"].astype(np.int32)
+                chars.append([flat[bounds[k] : bounds[k + 1]] for k in range(len(bounds) - 1)])
+        else:
+            labels.append(int(ex["label"]))
+    return Examples(
+        task=task, ids=ids, tags=tags if task == "tagging" else None,
+        labels=np.array(labels, np.int32) if task == "classification" else None,
+        chars=chars if with_chars else None,
+    )
+
+
+def batch_indices(
+    lengths: np.ndarray,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int = 0,
+    sort_window: int = 32,
+    drop_remainder: bool = False,
+) -> list[np.ndarray]:
+    """Groups example indices into batches of similar length (less padding).
+
+    Without ``shuffle``: examples sorted by length (stable), cut into batches (evaluation). With
+    ``shuffle``: a permutation drawn from ``seed``, cut into windows of ``sort_window`` batches,
+    each window sorted by length and cut into batches, and the batch order shuffled again, so
+    batches are random but hold similar lengths. ``drop_remainder`` drops the last partial batch
+    (training: every batch has exactly ``batch_size`` examples, ``len(lengths) // batch_size`` batches).
+    """
+    lengths = np.asarray(lengths)
+    n = len(lengths)
+    if not shuffle:
+        order = np.argsort(lengths, kind="stable")
+        batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    else:
+        rng = np.random.default_rng(seed)
+        perm = rng.permutation(n)
+        if drop_remainder:
+            perm = perm[: (n // batch_size) * batch_size]
+        window = batch_size * sort_window
+        batches = []
+        for start in range(0, len(perm), window):
+            chunk = perm[start : start + window]
+            chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+            batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    if drop_remainder:
+        batches = [b for b in batches if len(b) == batch_size]
+    return batches
+
+
+def bucket_length(length: int) -> int:
+    """The padded length of a batch whose longest example has ``length`` tokens: the smallest of
+    8, 16, 24, 32, 48, 64, 96, 128, 192, ... (steps of x1.5 / x1.33) that holds it.
+
+    Padding to a few fixed lengths keeps the number of distinct batch shapes small, so an XLA-compiled
+    step compiles a handful of times instead of once per batch.
+    """
+    for size in (8, 16, 24, 32):
+        if length <= size:
+            return size
+    power = 32
+    while True:  # 48, 64, 96, 128, 192, 256, ...: powers of two and 1.5 times them
+        if length <= power * 3 // 2:
+            return power * 3 // 2
+        power *= 2
+        if length <= power:
+            return power
+
+
+def pad_batch(examples: Examples, indices, max_length: int | None = None, max_chars: int | None = None) -> dict:
+    """Right-padded int32 arrays for the examples at ``indices``: ``ids [B, T]`` (0 = padding),
+    ``tags [B, T]`` or ``label [B]``, and ``chars [B, T, C]`` when the examples have characters.
+    ``T`` is :func:`bucket_length` of the longest example (``C``: ``max_chars`` when given).
+    ``max_length`` cuts longer examples (their first tokens are kept), ``max_chars`` longer tokens."""
+    rows = [examples.ids[i][:max_length] for i in indices]
+    t = bucket_length(max((len(r) for r in rows), default=1))
+    if max_length:
+        t = min(t, max_length)
+    ids = np.zeros((len(rows), t), np.int32)
+    for k, r in enumerate(rows):
+        ids[k, : len(r)] = r
+    batch = {"ids": ids}
+    if examples.task == "tagging":
+        tags = np.zeros_like(ids)
+        for k, i in enumerate(indices):
+            row = examples.tags[i][:max_length]
+            tags[k, : len(row)] = row
+        batch["tags"] = tags
+        if examples.chars is not None:
+            words = [[w[:max_chars] for w in examples.chars[i][:max_length]] for i in indices]
+            c = max_chars or bucket_length(max((len(w) for ws in words for w in ws), default=1))
+            chars = np.zeros((len(rows), t, c), np.int32)
+            for k, ws in enumerate(words):
+                for j, w in enumerate(ws):
+                    chars[k, j, : len(w)] = w
+            batch["chars"] = chars
+    else:
+        batch["label"] = examples.labels[np.asarray(indices, dtype=np.int64)].astype(np.int32)
+    return batch
+
+
+def _signature(examples: Examples) -> dict[str, tf.TensorSpec]:
+    spec = {"ids": tf.TensorSpec([None, None], tf.int32)}
+    if examples.task == "tagging":
+        spec["tags"] = tf.TensorSpec([None, None], tf.int32)
+        if examples.chars is not None:
+            spec["chars"] = tf.TensorSpec([None, None, None], tf.int32)
+    else:
+        spec["label"] = tf.TensorSpec([None], tf.int32)
+    return spec
+
+
+def example_dataset_fn(
+    examples: Examples,
+    global_batch_size: int,
+    *,
+    seed: int,
+    skip_batches: int = 0,
+    max_length: int | None = None,
+    max_chars: int | None = None,
+    sort_window: int = 32,
+) -> Callable[[tf.distribute.InputContext], tf.data.Dataset]:
+    """A ``dataset_fn`` for ``strategy.distribute_datasets_from_function``: shuffled, length-grouped
+    training batches (:func:`batch_indices` with ``seed``, the last partial batch dropped).
+
+    Every worker draws the same global batches; replica ``r`` gets rows ``[r*b, (r+1)*b)`` of each
+    (``b`` = global batch / replicas), so a run on N replicas takes the same steps as on one.
+    ``skip_batches`` resumes mid-epoch.
+    """
+    batches = batch_indices(examples.lengths if max_length is None else np.minimum(examples.lengths, max_length),
+                            global_batch_size, shuffle=True, seed=seed, sort_window=sort_window,
+                            drop_remainder=True)[skip_batches:]
+
+    def dataset_fn(ctx: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+        replicas = ctx.num_replicas_in_sync if ctx else 1
+        pipelines = ctx.num_input_pipelines if ctx else 1
+        worker = ctx.input_pipeline_id if ctx else 0
+        if global_batch_size % replicas:
+            raise ValueError(f"batch size {global_batch_size} is not divisible by the {replicas} replicas in sync")
+        per_replica = global_batch_size // replicas
+        local = replicas // pipelines
+
+        def generate():
+            for indices in batches:
+                for j in range(local):
+                    start = (worker * local + j) * per_replica
+                    yield pad_batch(examples, indices[start : start + per_replica], max_length, max_chars)
+
+        ds = tf.data.Dataset.from_generator(generate, output_signature=_signature(examples))
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+    return dataset_fn
+
+
+def eval_batches(examples: Examples, batch_size: int, max_chars: int | None = None):
+    """Yields ``(indices, batch)`` over every example (sorted by length; nothing cut or dropped)."""
+    for indices in batch_indices(examples.lengths, batch_size, shuffle=False):
+        yield indices, pad_batch(examples, indices, None, max_chars)
