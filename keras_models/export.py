@@ -13,6 +13,10 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+# The wrapped models' classes must be registered before a saved export is loaded.
+import keras_models.classifier  # noqa: F401
+import keras_models.language_model  # noqa: F401
+import keras_models.tagger  # noqa: F401
 from preprocessing.tokenizers import Tokenizer
 from preprocessing.vocab import EOS_ID, PAD, RESERVED_TOKENS, UNK
 
@@ -78,8 +82,29 @@ class TextToIds(keras.layers.Layer):
         return config
 
 
+class _Wrapper(keras.Model):
+    """A model around trained layers: ``WRAPPED`` names the constructor arguments that are Keras
+    objects (serialized with their own configs); the other arguments are plain values."""
+
+    WRAPPED: tuple[str, ...] = ()
+    PLAIN: tuple[str, ...] = ()
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({k: keras.saving.serialize_keras_object(getattr(self, k)) for k in self.WRAPPED})
+        config.update({k: getattr(self, k) for k in self.PLAIN})
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for k in cls.WRAPPED:
+            config[k] = keras.saving.deserialize_keras_object(config[k])
+        return cls(**config)
+
+
 @keras.saving.register_keras_serializable(package="rnnflow")
-class LanguageModelScorer(keras.Model):
+class LanguageModelScorer(_Wrapper):
     """Scores raw sentences with a trained language model.
 
     Each sentence is tokenized, ``<eos>`` is appended, and the model reads it after an ``<eos>`` (the
@@ -100,6 +125,8 @@ class LanguageModelScorer(keras.Model):
     >>> scorer = LanguageModelScorer(TextToIds(tok_cfg, vocab.tokens), lm)  # doctest: +SKIP
     >>> scorer(tf.constant(["the cat sat"]))["perplexity"]  # doctest: +SKIP
     """
+
+    WRAPPED = ("text_to_ids", "language_model")
 
     def __init__(self, text_to_ids, language_model, **kwargs):
         super().__init__(**kwargs)
@@ -132,23 +159,6 @@ class LanguageModelScorer(keras.Model):
     def tokenizer(self) -> Tokenizer:
         return self.text_to_ids._tokenizer
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "text_to_ids": keras.saving.serialize_keras_object(self.text_to_ids),
-                "language_model": keras.saving.serialize_keras_object(self.language_model),
-            }
-        )
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["text_to_ids"] = keras.saving.deserialize_keras_object(config["text_to_ids"])
-        config["language_model"] = keras.saving.deserialize_keras_object(config["language_model"])
-        return cls(**config)
-
 
 def _at_least_one_column(t: tf.Tensor) -> tf.Tensor:
     """Pads ``[batch, time, ...]`` with zeros to ``time >= 1`` (an empty input still makes a batch)."""
@@ -158,7 +168,7 @@ def _at_least_one_column(t: tf.Tensor) -> tf.Tensor:
 
 
 @keras.saving.register_keras_serializable(package="rnnflow")
-class SequenceTaggerExport(keras.Model):
+class SequenceTaggerExport(_Wrapper):
     """Tags raw sentences with a trained ``RNNTagger``: tokenization (and character ids) in the graph.
 
     Args:
@@ -176,6 +186,9 @@ class SequenceTaggerExport(keras.Model):
     Returns a dict: ``tokens`` and ``tags`` (``tf.string [batch, max_tokens]``, padded with ``""``)
     and ``length`` (``int32 [batch]``, tokens per sentence).
     """
+
+    WRAPPED = ("text_to_ids", "tagger")
+    PLAIN = ("tag_names", "char_vocabulary", "max_chars")
 
     def __init__(self, text_to_ids, tagger, tag_names, char_vocabulary=None, max_chars=20, **kwargs):
         super().__init__(**kwargs)
@@ -215,29 +228,9 @@ class SequenceTaggerExport(keras.Model):
             "length": tf.cast(tokens.row_lengths(), tf.int32),
         }
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "text_to_ids": keras.saving.serialize_keras_object(self.text_to_ids),
-                "tagger": keras.saving.serialize_keras_object(self.tagger),
-                "tag_names": self.tag_names,
-                "char_vocabulary": self.char_vocabulary,
-                "max_chars": self.max_chars,
-            }
-        )
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["text_to_ids"] = keras.saving.deserialize_keras_object(config["text_to_ids"])
-        config["tagger"] = keras.saving.deserialize_keras_object(config["tagger"])
-        return cls(**config)
-
 
 @keras.saving.register_keras_serializable(package="rnnflow")
-class TextClassifierExport(keras.Model):
+class TextClassifierExport(_Wrapper):
     """Classifies raw texts with a trained ``RNNClassifier``; tokenization in the graph.
 
     Args:
@@ -253,6 +246,9 @@ class TextClassifierExport(keras.Model):
     in the order of ``label_names``).
     """
 
+    WRAPPED = ("text_to_ids", "classifier")
+    PLAIN = ("label_names",)
+
     def __init__(self, text_to_ids, classifier, label_names, **kwargs):
         super().__init__(**kwargs)
         self.text_to_ids = text_to_ids
@@ -267,21 +263,3 @@ class TextClassifierExport(keras.Model):
         ids = tf.cast(_at_least_one_column(self.text_to_ids(texts)), tf.int32)
         probs = tf.nn.softmax(tf.cast(self.classifier(ids, training=False), tf.float32), axis=-1)
         return {"label": tf.gather(self._label_table, tf.argmax(probs, axis=-1)), "probabilities": probs}
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "text_to_ids": keras.saving.serialize_keras_object(self.text_to_ids),
-                "classifier": keras.saving.serialize_keras_object(self.classifier),
-                "label_names": self.label_names,
-            }
-        )
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["text_to_ids"] = keras.saving.deserialize_keras_object(config["text_to_ids"])
-        config["classifier"] = keras.saving.deserialize_keras_object(config["classifier"])
-        return cls(**config)

@@ -46,6 +46,7 @@ class TrainingSettings(Protocol):
     optimizer: Any  # .name, .learning_rate, .momentum, .weight_decay
     schedule: Any  # .warmup_steps, .decay, .decay_rate, .decay_start_epoch, .plateau_patience, .min_learning_rate
     early_stopping: Any  # .patience, .min_delta
+    # optional: restore_best_weights (end with the best validation epoch's weights even without early stopping)
 
 
 class TrainData(Protocol):
@@ -344,8 +345,11 @@ class Trainer:
                 counters=self.counters.__dict__, carried_state=tf.nest.flatten(self._state_vars),
             )
             self._manager = tf.train.CheckpointManager(ckpt, self._writable_dir(checkpoint_dir), max_to_keep=3)
-        self._grad_fn = tf.function(self._gradients, jit_compile=settings.jit_compile, reduce_retracing=True)
-        self._train_step = tf.function(self._distributed_step, reduce_retracing=True)
+        # One trace per batch shape, never a shape-relaxed one: XLA compiles per shape anyway, and the
+        # while loops' TensorArrays need static element shapes to be differentiated under XLA. Batch
+        # shapes come from a small set (BPTT windows; bucketed lengths, preprocessing.input_fns).
+        self._grad_fn = tf.function(self._gradients, jit_compile=settings.jit_compile)
+        self._train_step = tf.function(self._distributed_step)
 
     # ------------------------------------------------------------------ checkpoints
     def _writable_dir(self, checkpoint_dir: str) -> str:
@@ -535,7 +539,8 @@ class Trainer:
             self._save_history(history, epochs_hist, best, since_best, plateau_wait, stopped_early)
             self._save(self._fresh_state())
 
-        if stopped_early and self.checkpoint_dir:
+        restore = stopped_early or getattr(s, "restore_best_weights", False)
+        if restore and self.checkpoint_dir:
             best_path = os.path.join(self.checkpoint_dir, "best.weights.h5")
             if tf.io.gfile.exists(best_path):
                 self.model.load_weights(best_path)

@@ -493,6 +493,13 @@ class TokenizeLines(beam.PTransform):
 
 
 # ----------------------------------------------------------------------------------------- vocab
+def _only_split(records, split: str | None):
+    """The records of ``split`` (all of them for ``None``)."""
+    if split is None:
+        return records
+    return records | f"Only[{split}]" >> beam.Filter(lambda r, s: r["split"] == s, split)
+
+
 class CountTokens(beam.PTransform):
     """``(token, count)`` over the tokenized records of one split (default: train only)."""
 
@@ -501,8 +508,7 @@ class CountTokens(beam.PTransform):
         self.split = split
 
     def expand(self, records):
-        if self.split is not None:
-            records = records | f"Only[{self.split}]" >> beam.Filter(lambda r, s: r["split"] == s, self.split)
+        records = _only_split(records, self.split)
         return (
             records
             | "Tokens" >> beam.FlatMap(operator.itemgetter("tokens"))
@@ -562,8 +568,7 @@ class CountLabels(beam.PTransform):
         self.split = split
 
     def expand(self, records):
-        if self.split is not None:
-            records = records | f"Only[{self.split}]" >> beam.Filter(lambda r, s: r["split"] == s, self.split)
+        records = _only_split(records, self.split)
         return (
             records
             | "Labels" >> beam.FlatMap(lambda r: r["tags"] if "tags" in r else [r["label"]])
@@ -598,8 +603,7 @@ class CountCharacters(beam.PTransform):
         self.split = split
 
     def expand(self, records):
-        if self.split is not None:
-            records = records | f"Only[{self.split}]" >> beam.Filter(lambda r, s: r["split"] == s, self.split)
+        records = _only_split(records, self.split)
         return (
             records
             | "Characters" >> beam.FlatMap(lambda r: [c for t in r["tokens"] for c in t])

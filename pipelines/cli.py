@@ -1,4 +1,4 @@
-"""The ``rnnflow`` command line: prepare, train, evaluate, generate, run.
+"""The ``rnnflow`` command line: prepare, train, run, evaluate, generate, tag, classify.
 
 Exit codes: 0 success, 1 failure, 2 bad usage or config, 3 another run holds the work directory's lock.
 """
@@ -21,6 +21,9 @@ examples:
   rnnflow train configs/ptb_small.yaml --set training.epochs=2 --set model.cell=gru
   rnnflow evaluate configs/ptb_small.yaml --model models:/ptb-small-lstm@champion --split test
   rnnflow generate --model models:/ptb-small-lstm@champion --prompt "the market" --max-tokens 20 --top-p 0.9
+  rnnflow tag --model models:/twt-pos@champion "Bu kitap çok güzel ."
+  rnnflow tag --model runs/twt_pos/<key>/model --input sentences.txt --format conll
+  rnnflow classify --model models:/bbc-topics@champion --top-k 3 "Shares fell sharply after the results"
 
 Options a subcommand does not know (e.g. --runner, --direct_num_workers) are passed to Apache Beam.
 MLflow: runs and the registry live in sqlite:///mlflow_runs/mlflow.db unless the config's
@@ -61,9 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "run on the same work directory exits with code 3 instead of clobbering the first.")
     _add_config(p, "train again even if this config already finished")
 
-    p = sub.add_parser("evaluate", help="perplexity of a trained model on a prepared split",
+    p = sub.add_parser("evaluate", help="score a trained model on a prepared split",
                        description="Scores a split of the config's prepared data with a model: a .keras file, "
-                       "a runs:/ or models:/ URI (e.g. models:/NAME@champion).")
+                       "a run's model directory, or a runs:/ or models:/ URI (e.g. models:/NAME@champion). "
+                       "Language models: perplexity; taggers: accuracy (and span F1); classifiers: accuracy "
+                       "and macro-F1.")
     _add_config(p)
     p.add_argument("--model", required=True, help="model path or MLflow URI")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
@@ -79,16 +84,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-samples", type=int, default=1)
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI for models:/ and runs:/ URIs")
+
+    for name, what in (("tag", "tag the tokens of raw sentences with a trained tagger"),
+                       ("classify", "classify raw texts with a trained classifier")):
+        p = sub.add_parser(name, help=what, description=f"{what[0].upper()}{what[1:]}. The model tokenizes the "
+                           "text itself (the tokenizer of its training data is inside it).")
+        p.add_argument("--model", required=True, help="model path (.keras or a run's model/ directory) or MLflow URI")
+        p.add_argument("text", nargs="*", help="texts to process (or use --input)")
+        p.add_argument("--input", default=None, metavar="FILE",
+                       help="one text per line ('-' for standard input); blank lines are skipped")
+        p.add_argument("--batch-size", type=int, default=64)
+        p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI for models:/ and runs:/ URIs")
+        if name == "tag":
+            p.add_argument("--format", choices=["text", "conll", "json"], default="text",
+                           help="text: token/TAG pairs per line; conll: token<TAB>tag lines, blank line between "
+                           "sentences; json: one object per line")
+        else:
+            p.add_argument("--top-k", type=int, default=1, help="show the k most probable labels")
+            p.add_argument("--format", choices=["text", "json"], default="text",
+                           help="text: label<TAB>probability per line; json: one object per line")
     return parser
 
 
+MODEL_FILES = ("scorer.keras", "tagger.keras", "classifier.keras")
+
+
 def _load_scorer(uri: str, tracking_uri: str | None):
+    """An exported model (scorer, tagger or classifier) from a path, a run's model directory or an MLflow URI."""
     import keras
 
     import keras_models.export  # noqa: F401  (registers the serializable classes)
 
     if os.path.exists(uri):
-        path = os.path.join(uri, "scorer.keras") if os.path.isdir(uri) else uri
+        path = uri
+        if os.path.isdir(uri):
+            found = [os.path.join(uri, f) for f in MODEL_FILES if os.path.exists(os.path.join(uri, f))]
+            if not found:
+                raise FileNotFoundError(f"{uri}: no {' / '.join(MODEL_FILES)} in this directory")
+            path = found[0]
         return keras.saving.load_model(path)
     from pipelines.config import DEFAULT_TRACKING_URI
     from pipelines.tracking import load_model
@@ -97,19 +130,111 @@ def _load_scorer(uri: str, tracking_uri: str | None):
 
 
 def _evaluate(args) -> int:
-    from keras_models.training import StreamEvaluator
+    from keras_models.export import SequenceTaggerExport, TextClassifierExport
     from pipelines.config import load_config
     from pipelines.prepare import prepare
-    from preprocessing.input_fns import bptt_layout, lm_token_stream
-    from preprocessing.manifest import check_compatible, load_manifest
+    from preprocessing.manifest import DataError, check_compatible, load_manifest
 
     config = load_config(args.config, args.overrides)
-    scorer = _load_scorer(args.model, config.resolved_tracking_uri())
+    model = _load_scorer(args.model, config.resolved_tracking_uri())
     data_dir = prepare(config.data)
-    check_compatible(load_manifest(data_dir), task="lm", vocabulary=scorer.vocabulary)
-    layout = bptt_layout(lm_token_stream(data_dir, args.split), config.training.eval_batch_size, config.training.bptt)
-    scores = StreamEvaluator(layout, jit_compile=config.training.jit_compile)(scorer.language_model)
+    manifest = load_manifest(data_dir)
+    t = config.training
+    if isinstance(model, (SequenceTaggerExport, TextClassifierExport)):
+        from keras_models.evaluation import ClassificationEvaluator, TaggingEvaluator
+        from preprocessing.input_fns import load_examples
+        from preprocessing.vocab import LabelSet
+
+        tagger = isinstance(model, SequenceTaggerExport)
+        check_compatible(manifest, task="tagging" if tagger else "classification",
+                         vocabulary=model.text_to_ids.vocabulary)
+        names = model.tag_names if tagger else model.label_names
+        if LabelSet.load(os.path.join(data_dir, manifest["labels"]["path"])).labels != names:
+            raise DataError("the data's tag/label set differs from the model's; evaluate on data prepared "
+                            "with the model's config")
+        if tagger:
+            examples = load_examples(data_dir, args.split, with_chars=bool(model.char_vocabulary))
+            evaluator = TaggingEvaluator(examples, names, config.data.tag_scheme, t.eval_batch_size, model.max_chars)
+            scores = evaluator(model.tagger)
+        else:
+            examples = load_examples(data_dir, args.split)
+            scores = ClassificationEvaluator(examples, names, t.eval_batch_size)(model.classifier)
+    else:
+        from keras_models.training import StreamEvaluator
+        from preprocessing.input_fns import bptt_layout, lm_token_stream
+
+        check_compatible(manifest, task="lm", vocabulary=model.vocabulary)
+        layout = bptt_layout(lm_token_stream(data_dir, args.split), t.eval_batch_size, t.bptt)
+        scores = StreamEvaluator(layout, jit_compile=t.jit_compile)(model.language_model)
     print(json.dumps({"split": args.split, **scores}, indent=2))
+    return EXIT_OK
+
+
+def _read_texts(args) -> list[str]:
+    texts = list(args.text)
+    if args.input:
+        if args.input == "-":
+            lines = sys.stdin.read().splitlines()
+        else:
+            with open(args.input, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        texts += [line for line in lines if line.strip()]
+    if not texts:
+        raise ValueError("nothing to process: give texts as arguments or --input FILE")
+    return texts
+
+
+def _batches(texts: list[str], size: int):
+    from tqdm import tqdm
+
+    starts = range(0, len(texts), max(size, 1))
+    for start in tqdm(starts, unit="batch", disable=len(starts) < 5, file=sys.stderr):
+        yield texts[start : start + size]
+
+
+def _tag(args) -> int:
+    import tensorflow as tf
+
+    from keras_models.export import SequenceTaggerExport
+
+    model = _load_scorer(args.model, args.tracking_uri)
+    if not isinstance(model, SequenceTaggerExport):
+        raise ValueError(f"{args.model} is not a tagger (it is a {type(model).__name__})")
+    for batch in _batches(_read_texts(args), args.batch_size):
+        out = model(tf.constant(batch))
+        for row in range(len(batch)):
+            n = int(out["length"][row])
+            tokens = [t.decode("utf-8") for t in out["tokens"][row].numpy()[:n]]
+            tags = [t.decode("utf-8") for t in out["tags"][row].numpy()[:n]]
+            if args.format == "json":
+                print(json.dumps({"tokens": tokens, "tags": tags}, ensure_ascii=False))
+            elif args.format == "conll":
+                print("\n".join(f"{a}\t{b}" for a, b in zip(tokens, tags)) + "\n")
+            else:
+                print(" ".join(f"{a}/{b}" for a, b in zip(tokens, tags)))
+    return EXIT_OK
+
+
+def _classify(args) -> int:
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_models.export import TextClassifierExport
+
+    model = _load_scorer(args.model, args.tracking_uri)
+    if not isinstance(model, TextClassifierExport):
+        raise ValueError(f"{args.model} is not a classifier (it is a {type(model).__name__})")
+    k = max(1, min(args.top_k, len(model.label_names)))
+    for batch in _batches(_read_texts(args), args.batch_size):
+        probs = model(tf.constant(batch))["probabilities"].numpy()
+        for row, text in enumerate(batch):
+            best = np.argsort(-probs[row], kind="stable")[:k]
+            ranked = [(model.label_names[i], float(probs[row, i])) for i in best]
+            if args.format == "json":
+                print(json.dumps({"text": text, "labels": [{"label": a, "probability": round(b, 6)} for a, b in ranked]},
+                                 ensure_ascii=False))
+            else:
+                print("\t".join(f"{a}\t{b:.4f}" for a, b in ranked))
     return EXIT_OK
 
 
@@ -150,6 +275,10 @@ def main(argv: list[str] | None = None) -> int:
             return _evaluate(args)
         elif args.command == "generate":
             return _generate(args)
+        elif args.command == "tag":
+            return _tag(args)
+        elif args.command == "classify":
+            return _classify(args)
         return EXIT_OK
     except ConfigError as err:
         print(f"rnnflow: {err}", file=sys.stderr)

@@ -211,6 +211,9 @@ class TrainingConfig(_Section):
     clip_norm: float | None = Field(5.0, gt=0.0)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    restore_best_weights: bool = Field(
+        True, description="end training with the weights of the best validation epoch (tracking.metric)"
+    )
     mixed_precision: bool = False
     jit_compile: bool = True
     checkpoint_every_steps: int = Field(500, ge=1)

