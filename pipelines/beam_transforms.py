@@ -330,14 +330,24 @@ class DropDuplicates(beam.PTransform):
         return out[ACCEPTED], out[REJECTED]
 
 
-class TakeFirstPerSplit(beam.PTransform):
-    """Keeps the first ``max_lines[split]`` records of each listed split (by ``index``: corpus order).
+def _hash_order(record):
+    return _split_sort_key(record, "max_lines"), record["index"]
 
-    Splits not listed in ``max_lines`` pass through whole. Deterministic on every runner.
+
+class TakeFirstPerSplit(beam.PTransform):
+    """Keeps the first ``max_lines[split]`` records of each listed split.
+
+    ``order="corpus"``: by ``index`` (corpus order: what a language model's stream needs).
+    ``order="hash"``: by a hash of source and line, a fixed pseudo-random order, so that a corpus
+    stored class by class (``bbc``, ``folder``) keeps every class. Splits not listed in
+    ``max_lines`` pass through whole. Deterministic on every runner.
     """
 
-    def __init__(self, max_lines: dict[str, int] | None):
+    def __init__(self, max_lines: dict[str, int] | None, order: str = "corpus"):
         super().__init__()
+        if order not in ("corpus", "hash"):
+            raise ValueError(f"order must be 'corpus' or 'hash', got {order!r}")
+        self.order = order
         self.max_lines = dict(max_lines or {})
         for split, n in self.max_lines.items():
             if n < 0:
@@ -352,7 +362,9 @@ class TakeFirstPerSplit(beam.PTransform):
             parts.append(
                 records
                 | f"Only[{split}]" >> beam.Filter(lambda r, s: r["split"] == s, split)
-                | f"First[{split}]" >> beam.combiners.Top.Smallest(self.max_lines[split], key=operator.itemgetter("index"))
+                | f"First[{split}]" >> beam.combiners.Top.Smallest(
+                    self.max_lines[split], key=operator.itemgetter("index") if self.order == "corpus" else _hash_order
+                )
                 | f"Unpack[{split}]" >> beam.FlatMap(lambda rs: rs)
             )
         return tuple(parts) | "Merge" >> beam.Flatten()

@@ -106,7 +106,8 @@ class DataConfig(_Section):
     max_length: int = Field(1000, ge=1, description="lines with more tokens are rejected")
     split: SplitConfig = Field(default_factory=SplitConfig)
     max_lines: dict[str, int] | None = Field(
-        None, description="keep only the first N lines of a split (e.g. {train: 5000}); for quick runs"
+        None, description="keep only the first N records of a split (e.g. {train: 5000}); for quick runs. Corpus "
+        "order, except for classification: a fixed hash order, so that corpora stored class by class keep every class",
     )
     num_shards: int = Field(0, ge=0, description="shards per split; 0 picks one per ~1M tokens")
     output_dir: str = "data/prepared"

@@ -74,7 +74,7 @@ log = logging.getLogger(__name__)
 
 # Bump when the prepare job's behaviour changes (tokenization details, rejection rules, encoding):
 # a new version never reuses data prepared by the old code.
-PREPARE_VERSION = 2
+PREPARE_VERSION = 3
 MANIFEST = "manifest.json"
 SUMMARY_FILE = "_summary.json"
 SPLITS = ("train", "valid", "test")
@@ -198,7 +198,7 @@ def build_pipeline(
     records = (
         read
         | "AssignSplit" >> bt.AssignSplit(s.valid, s.test, s.seed, method=s.method, period=s.period)
-        | "MaxLines" >> bt.TakeFirstPerSplit(config.max_lines)
+        | "MaxLines" >> bt.TakeFirstPerSplit(config.max_lines, "hash" if config.task == "classification" else "corpus")
     )
     tokenized = records | "Tokenize" >> bt.TokenizeLines(tokenizer_config(config), config.max_length)
     rejected.append(tokenized.rejected)

@@ -21,9 +21,6 @@ from pipelines.readers import (
     read_columns,
     read_conllu,
     read_document,
-    read_jsonl,
-    read_lines,
-    read_tsv,
 )
 
 BOM = b"\xef\xbb\xbf"

@@ -279,7 +279,6 @@ def test_twt_tagging_run_registers_tags_and_evaluates(workspace, capsys, config_
 
 # ========================================================================= bbc (classification)
 @needs_bbc
-@pytest.mark.slow  # the heaviest of this module: the whole corpus, see BBC_DATA
 def test_bbc_classification_run_registers_classifies_and_evaluates(workspace, capsys):
     from keras_models.export import TextClassifierExport
 
