@@ -176,3 +176,48 @@ class ClassificationEvaluator(_BatchScorer):
             "macro_f1": float(f1_score(gold, pred, labels=labels, average="macro", zero_division=0)),
             "examples": len(gold),
         }
+
+
+# ------------------------------------------------------------------------------------ seq2seq
+def edit_distance(reference: list[str], hypothesis: list[str]) -> int:
+    """Token-level Levenshtein distance (substitutions + deletions + insertions), via jiwer."""
+    import jiwer
+
+    if not reference:
+        return len(hypothesis)
+    if not hypothesis:
+        return len(reference)
+    out = jiwer.process_words(" ".join(reference), " ".join(hypothesis))
+    return out.substitutions + out.deletions + out.insertions
+
+
+def sequence_error_rates(hypotheses: list[list[str]], references: list[list[list[str]]]) -> dict[str, float]:
+    """Word error rate and token (phoneme) error rate of outputs with one or more references each.
+
+    ``wer``: the fraction of inputs whose output matches none of its references exactly (G2P's word
+    error rate). ``per``: edit distance to the closest reference, summed, over the summed length of
+    those references (phoneme error rate; character/word error rate for other targets).
+    """
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses for {len(references)} reference sets")
+    wrong = errors = length = 0
+    for hyp, refs in zip(hypotheses, references):
+        if not refs:
+            raise ValueError("every input needs at least one reference")
+        if hyp not in refs:
+            wrong += 1
+        best = min(refs, key=lambda r: (edit_distance(r, hyp), len(r)))
+        errors += 0 if hyp in refs else edit_distance(best, hyp)
+        length += len(best)
+    n = max(len(hypotheses), 1)
+    return {"wer": wrong / n, "per": errors / max(length, 1)}
+
+
+def text_scores(hypotheses: list[str], references: list[list[str]]) -> dict[str, float]:
+    """Corpus BLEU and chrF (sacrebleu) for text-to-text outputs; ``references[i]`` lists input i's references."""
+    import sacrebleu
+
+    width = max(len(r) for r in references)
+    streams = [[refs[k] if k < len(refs) else refs[0] for refs in references] for k in range(width)]
+    return {"bleu": float(sacrebleu.corpus_bleu(hypotheses, streams).score),
+            "chrf": float(sacrebleu.corpus_chrf(hypotheses, streams).score)}

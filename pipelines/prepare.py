@@ -90,6 +90,14 @@ def tokenizer_config(config: DataConfig) -> TokenizerConfig:
     )
 
 
+def target_tokenizer_config(config: DataConfig) -> TokenizerConfig | None:
+    """seq2seq: the target side's tokenizer (``data.target``); None for the other tasks."""
+    if config.task != "seq2seq":
+        return None
+    t = config.target
+    return TokenizerConfig(level=t.level, split=t.tokenizer, normalization=t.normalization, lowercase=t.lowercase)
+
+
 def config_for_manifest(config: DataConfig) -> dict[str, Any]:
     """The data config as recorded (and fingerprinted): everything but ``output_dir``."""
     data = config.model_dump(mode="json")
@@ -200,7 +208,8 @@ def build_pipeline(
         | "AssignSplit" >> bt.AssignSplit(s.valid, s.test, s.seed, method=s.method, period=s.period)
         | "MaxLines" >> bt.TakeFirstPerSplit(config.max_lines, "hash" if config.task == "classification" else "corpus")
     )
-    tokenized = records | "Tokenize" >> bt.TokenizeLines(tokenizer_config(config), config.max_length)
+    tokenized = records | "Tokenize" >> bt.TokenizeLines(tokenizer_config(config), config.max_length,
+                                                         target_config=target_tokenizer_config(config))
     rejected.append(tokenized.rejected)
     vocab = (
         tokenized.accepted
@@ -210,6 +219,16 @@ def build_pipeline(
     extra_files = {}
     if config.task == "lm":
         encoded = tokenized.accepted | "EncodeForLM" >> bt.EncodeForLM(vocab)
+    elif config.task == "seq2seq":
+        target_vocab = (
+            tokenized.accepted
+            | "CountTrainTargetTokens" >> bt.CountTokens("train", field="target_tokens")
+            | "BuildTargetVocabulary" >> bt.BuildVocabulary(config.target.max_vocab_size, config.target.min_count)
+        )
+        extra_files["target_vocab"] = target_vocab | "WriteTargetVocabulary" >> bt.WriteVocabulary(out_dir, bt.TARGET_VOCAB_FILE)
+        encoded_out = tokenized.accepted | "Encode" >> bt.EncodeExamples("seq2seq", vocab, target_vocab)
+        encoded = encoded_out.accepted
+        rejected.append(encoded_out.rejected)
     else:
         what, path = ("tags", bt.TAGS_FILE) if config.task == "tagging" else ("labels", bt.LABELS_FILE)
         labels = (
@@ -277,8 +296,9 @@ def _build_manifest(
         "dataset": config.dataset,
         "sources": sources,
         "tokenizer": tokenizer_config(config).to_dict(),
+        **({"target_tokenizer": target_tokenizer_config(config).to_dict()} if config.task == "seq2seq" else {}),
         "vocab": summary["vocab"],
-        **{key: summary[key] for key in ("labels", "chars") if key in summary},
+        **{key: summary[key] for key in ("labels", "chars", "target_vocab") if key in summary},
         "splits": splits,
         "rejected": summary["rejected"],
         "config": config_for_manifest(config),

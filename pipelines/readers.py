@@ -409,7 +409,66 @@ def read_document(data: bytes, label) -> Iterator[Item]:
         yield {"line": 1, "item": 0, "raw": data, "label": label}
 
 
+# -------------------------------------------------------------------------------------- pairs
+def read_pairs(data: bytes) -> Iterator[Item]:
+    """``source<TAB>target`` lines → ``{"raw": source bytes, "target_raw": target bytes, "group": source}``.
+
+    Split at the first tab; blank lines skipped; a line without a tab is ``bad_columns``. The texts
+    stay bytes (decoded, and rejected if not UTF-8, by the tokenizing step). ``group`` (the source
+    text) keeps every pair of one source in one split.
+    """
+    item = 0
+    for number, raw in enumerate(split_lines(data), start=1):
+        if _is_blank(raw):
+            continue
+        source, tab, target = raw.partition(b"\t")
+        if not tab:
+            yield _reject(number, item, BAD_COLUMNS, f"line {number}: no tab between source and target", raw)
+        else:
+            group = source.decode("utf-8", "backslashreplace")
+            yield {"line": number, "item": item, "raw": source, "target_raw": target, "group": group}
+        item += 1
+
+
+_STRESS = re.compile(r"(?<=[A-Z])[0-2]\b")
+_VARIANT = re.compile(r"\([0-9]+\)$")
+
+
+def read_cmudict(data: bytes, remove_stress: bool = False) -> Iterator[Item]:
+    """The CMU Pronouncing Dictionary (``cmudict.dict``): ``word PH1 PH2 ...`` per line.
+
+    Alternate pronunciations ``word(2) ...`` are extra pairs of the same word (``group`` is the
+    word without the ``(N)``, so all of a word's pronunciations land in one split); a trailing
+    comment ``# ...`` is removed; ``remove_stress`` strips the stress digits (``AH0`` → ``AH``).
+    Yields ``{"raw": word bytes, "target_raw": phonemes bytes, "group": word}``.
+    """
+    item = 0
+    for number, raw in enumerate(split_lines(data), start=1):
+        if _is_blank(raw):
+            continue
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            yield _reject(number, item, INVALID_UTF8, _utf8_detail(number, err), raw)
+            item += 1
+            continue
+        line = line.split("#", 1)[0].strip()
+        word, _, phones = line.partition(" ")
+        phones = " ".join(phones.split())
+        if not word or not phones:
+            yield _reject(number, item, BAD_COLUMNS, f"line {number}: expected a word and its phonemes", raw)
+        else:
+            if remove_stress:
+                phones = _STRESS.sub("", phones)
+            group = _VARIANT.sub("", word)
+            yield {"line": number, "item": item, "raw": group.encode("utf-8"), "target_raw": phones.encode("utf-8"),
+                   "group": group}
+        item += 1
+
+
 READERS: dict[str, Callable[..., Iterator[Item]]] = {
+    "pairs": read_pairs,
+    "cmudict": read_cmudict,
     "lines": read_lines,
     "conllu": read_conllu,
     "columns": read_columns,

@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from preprocessing import schema
 from preprocessing.manifest import load_manifest, split_paths
+from preprocessing.vocab import BOS_ID, EOS_ID
 
 
 def read_split(data_dir: str | os.PathLike, split: str, task: str | None = None) -> tf.data.Dataset:
@@ -136,10 +137,11 @@ def bptt_dataset_fn(
 # --------------------------------------------------------------------- tagging and classification
 @dataclass
 class Examples:
-    """A tagging or classification split in memory, in corpus order.
+    """A tagging, classification or seq2seq split in memory, in corpus order.
 
-    ``ids[i]`` are the token ids of example ``i``; ``tags[i]`` its tag ids (tagging) or ``labels[i]``
-    its label id (classification); ``chars[i]`` (tagging with character features) a list of
+    ``ids[i]`` are the token ids of example ``i`` (seq2seq: its source ids); ``tags[i]`` its tag ids
+    (tagging), ``labels[i]`` its label id (classification) or ``targets[i]`` its target ids without
+    ``<bos>``/``<eos>`` (seq2seq); ``chars[i]`` (tagging with character features) a list of
     character-id arrays, one per token.
     """
 
@@ -148,6 +150,7 @@ class Examples:
     tags: list[np.ndarray] | None = None
     labels: np.ndarray | None = None
     chars: list[list[np.ndarray]] | None = None
+    targets: list[np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -158,11 +161,17 @@ class Examples:
 
 
 def load_examples(data_dir: str | os.PathLike, split: str, with_chars: bool = False) -> Examples:
-    """Reads a tagging / classification split into memory (corpus order)."""
+    """Reads a tagging / classification / seq2seq split into memory (corpus order)."""
     manifest = load_manifest(data_dir)
     task = manifest["task"]
-    if task not in ("tagging", "classification"):
-        raise ValueError(f"{data_dir}: load_examples reads tagging or classification data, not {task!r}")
+    if task not in ("tagging", "classification", "seq2seq"):
+        raise ValueError(f"{data_dir}: load_examples reads tagging, classification or seq2seq data, not {task!r}")
+    if task == "seq2seq":
+        sources, targets = [], []
+        for ex in read_split(data_dir, split, task).as_numpy_iterator():
+            sources.append(ex["source_ids"].astype(np.int32))
+            targets.append(ex["target_ids"].astype(np.int32))
+        return Examples(task=task, ids=sources, targets=targets)
     if with_chars and "chars" not in manifest:
         raise ValueError(
             f"{data_dir}: the data has no character ids; prepare it with data.char_features: true"
@@ -270,12 +279,25 @@ def pad_batch(examples: Examples, indices, max_length: int | None = None, max_ch
                 for j, w in enumerate(ws):
                     chars[k, j, : len(w)] = w
             batch["chars"] = chars
+    elif examples.task == "seq2seq":
+        # decoder input: <bos> y; decoder target: y <eos> (defined here, once, for training and scoring)
+        outs = [np.concatenate([examples.targets[i], [EOS_ID]]) for i in indices]
+        u = bucket_length(max(len(o) for o in outs))
+        target_in = np.zeros((len(outs), u), np.int32)
+        target_out = np.zeros((len(outs), u), np.int32)
+        for k, o in enumerate(outs):
+            target_out[k, : len(o)] = o
+            target_in[k, 0] = BOS_ID
+            target_in[k, 1 : len(o)] = o[:-1]
+        batch = {"source_ids": batch["ids"], "target_in": target_in, "target_out": target_out}
     else:
         batch["label"] = examples.labels[np.asarray(indices, dtype=np.int64)].astype(np.int32)
     return batch
 
 
 def _signature(examples: Examples) -> dict[str, tf.TensorSpec]:
+    if examples.task == "seq2seq":
+        return {k: tf.TensorSpec([None, None], tf.int32) for k in ("source_ids", "target_in", "target_out")}
     spec = {"ids": tf.TensorSpec([None, None], tf.int32)}
     if examples.task == "tagging":
         spec["tags"] = tf.TensorSpec([None, None], tf.int32)

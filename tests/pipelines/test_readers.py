@@ -60,7 +60,7 @@ def lines(*rows):
 
 # ------------------------------------------------------------------------------------- module
 def test_readers_registry_and_reasons():
-    assert set(READERS) == {"lines", "conllu", "columns", "jsonl", "tsv", "document"}
+    assert set(READERS) == {"lines", "conllu", "columns", "jsonl", "tsv", "document", "pairs", "cmudict"}
     for name, fn in READERS.items():
         assert fn.__name__ == f"read_{name}"
         assert inspect.isgeneratorfunction(fn)
@@ -436,3 +436,28 @@ def test_preview_is_capped():
 def test_every_unit_is_accounted_for(fmt, data, options, units):
     assert len(read(fmt, data, **options)) == units
     assert list(READERS[fmt](data, **options)) == list(getattr(readers, f"read_{fmt}")(data, **options))
+
+
+# ------------------------------------------------------------------------------ pairs / cmudict
+def test_read_pairs_splits_at_the_first_tab_and_rejects_lines_without_one():
+    data = b"abc\tc b a\n\nno tab here\nx\ty\tz\n"
+    assert list(readers.read_pairs(data)) == [
+        {"line": 1, "item": 0, "raw": b"abc", "target_raw": b"c b a", "group": "abc"},
+        {"line": 3, "item": 1, "reject": BAD_COLUMNS, "detail": "line 3: no tab between source and target",
+         "text": "no tab here"},
+        {"line": 4, "item": 2, "raw": b"x", "target_raw": b"y\tz", "group": "x"},
+    ]
+
+
+def test_read_cmudict_variants_comments_and_stress():
+    data = b"a AH0\na(2) EY1\naalen AE1 L AH0 N # place, german\n\nbad\n"
+    items = list(readers.read_cmudict(data))
+    assert items[:3] == [
+        {"line": 1, "item": 0, "raw": b"a", "target_raw": b"AH0", "group": "a"},
+        {"line": 2, "item": 1, "raw": b"a", "target_raw": b"EY1", "group": "a"},  # an alternate: same word
+        {"line": 3, "item": 2, "raw": b"aalen", "target_raw": b"AE1 L AH0 N", "group": "aalen"},
+    ]
+    assert items[3]["reject"] == BAD_COLUMNS and items[3]["line"] == 5
+    no_stress = list(readers.read_cmudict(data, remove_stress=True))
+    assert [i["target_raw"] for i in no_stress[:3]] == [b"AH", b"EY", b"AE L AH N"]
+    assert list(readers.read_cmudict(b"caf\xe9 K AE F\n"))[0]["reject"] == INVALID_UTF8
