@@ -213,11 +213,135 @@ def sequence_error_rates(hypotheses: list[list[str]], references: list[list[list
     return {"wer": wrong / n, "per": errors / max(length, 1)}
 
 
-def text_scores(hypotheses: list[str], references: list[list[str]]) -> dict[str, float]:
-    """Corpus BLEU and chrF (sacrebleu) for text-to-text outputs; ``references[i]`` lists input i's references."""
+def text_scores(hypotheses: list[list[str]], references: list[list[list[str]]], joiner: str = " ") -> dict[str, float]:
+    """Corpus BLEU and chrF (sacrebleu) for text-to-text outputs given as token lists.
+
+    ``references[i]`` lists input ``i``'s references. BLEU counts n-grams of the target tokens (words,
+    or characters for a character-level target); chrF reads the text the tokens make (joined with
+    ``joiner``: ``""`` for characters).
+    """
     import sacrebleu
 
     width = max(len(r) for r in references)
-    streams = [[refs[k] if k < len(refs) else refs[0] for refs in references] for k in range(width)]
-    return {"bleu": float(sacrebleu.corpus_bleu(hypotheses, streams).score),
-            "chrf": float(sacrebleu.corpus_chrf(hypotheses, streams).score)}
+
+    def streams(join):
+        return [[join.join(refs[k] if k < len(refs) else refs[0]) for refs in references] for k in range(width)]
+
+    bleu = sacrebleu.corpus_bleu([" ".join(h) for h in hypotheses], streams(" "), tokenize="none")
+    chrf = sacrebleu.corpus_chrf([joiner.join(h) for h in hypotheses], streams(joiner))
+    return {"bleu": float(bleu.score), "chrf": float(chrf.score)}
+
+
+class Seq2SeqEvaluator(_BatchScorer):
+    """Teacher-forced loss / perplexity and decoded-output error rates of an encoder-decoder over a split.
+
+    Every source is decoded once (greedy, or beam search with ``beam_size > 1``), however many
+    references it has: the examples are grouped by source (their ids) and an output is correct if
+    it equals any of the source's references (CMUdict's alternate pronunciations).
+
+    Args:
+        examples: the split (``preprocessing.input_fns.load_examples``; task ``seq2seq``).
+        target_vocab: target tokens in id order.
+        batch_size: sources per batch.
+        beam_size: 1 = greedy search.
+        max_length: the longest output, in tokens (``<eos>`` included).
+        length_penalty: beam search's length normalization exponent.
+        text_metrics: also compute BLEU and chrF (sacrebleu) over the detokenized outputs.
+        target_level: ``"word"`` or ``"char"`` (how outputs are joined into text for BLEU / chrF).
+        jit_compile: compile the loss function with XLA.
+
+    ``__call__(model)`` returns ``{"loss", "perplexity", "wer", "per", "sources"}`` (+ ``bleu``,
+    ``chrf``); :meth:`decode` the outputs per source.
+    """
+
+    def __init__(self, examples: Examples, target_vocab: list[str], batch_size: int = 64, beam_size: int = 1,
+                 max_length: int = 50, length_penalty: float = 1.0, text_metrics: bool = False,
+                 target_level: str = "word", jit_compile: bool = False):
+        super().__init__(jit_compile)
+        self.examples = examples
+        self.target_vocab = list(target_vocab)
+        self.batch_size = batch_size
+        self.beam_size = beam_size
+        self.max_length = max_length
+        self.length_penalty = length_penalty
+        self.text_metrics = text_metrics
+        self.target_level = target_level
+        groups: dict[tuple, list[int]] = {}
+        for i, ids in enumerate(examples.ids):
+            groups.setdefault(tuple(int(x) for x in ids), []).append(i)
+        self.sources = list(groups)  # distinct sources, in order of first appearance
+        self.references = [[self._tokens(examples.targets[i]) for i in members] for members in groups.values()]
+        self._search = None
+
+    def _tokens(self, ids) -> list[str]:
+        from preprocessing.vocab import EOS_ID
+
+        out = []
+        for i in ids:
+            if int(i) in (0, EOS_ID):
+                break
+            out.append(self.target_vocab[int(i)])
+        return out
+
+    def _make(self, model):
+        def score(batch):
+            inputs = {"source_ids": batch["source_ids"], "target_in": batch["target_in"]}
+            loss_sum, count = model.loss_sum(inputs, batch["target_out"], training=False)
+            return tf.cast(loss_sum, tf.float64), tf.cast(count, tf.float64)
+
+        return score
+
+    def _search_fn(self, model):
+        from keras_models.decoding import beam_search, greedy_search
+        from preprocessing.vocab import BOS_ID, EOS_ID
+
+        def search(source_ids):
+            state = model.search_state(model.encode(source_ids, training=False))
+            if self.beam_size <= 1:
+                tokens, _ = greedy_search(model.step_fn(), state, bos_id=BOS_ID, eos_id=EOS_ID,
+                                          max_length=self.max_length)
+                return tokens
+            tokens, _, _ = beam_search(model.step_fn(), state, beam_size=self.beam_size, bos_id=BOS_ID,
+                                       eos_id=EOS_ID, max_length=self.max_length,
+                                       length_penalty=self.length_penalty)
+            return tokens[:, 0]
+
+        return tf.function(search, reduce_retracing=True)
+
+    def decode(self, model, sources: list[tuple] | None = None) -> list[list[str]]:
+        """The output tokens for each source (default: every distinct source of the split)."""
+        from preprocessing.input_fns import bucket_length
+
+        if self._search is None or self._search[0] is not model:
+            self._search = (model, self._search_fn(model))
+        search = self._search[1]
+        sources = self.sources if sources is None else sources
+        order = np.argsort([len(s) for s in sources], kind="stable")
+        outputs: list[list[str] | None] = [None] * len(sources)
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            width = bucket_length(max(len(sources[i]) for i in rows))
+            batch = np.zeros((len(rows), width), np.int32)
+            for k, i in enumerate(rows):
+                batch[k, : len(sources[i])] = sources[i]
+            tokens = search(tf.constant(batch)).numpy()
+            for k, i in enumerate(rows):
+                outputs[i] = self._tokens(tokens[k])
+        return outputs  # type: ignore[return-value]
+
+    def __call__(self, model) -> dict[str, float]:
+        import math
+
+        fn = self.fn(model)
+        total = count = 0.0
+        for _, batch in eval_batches(self.examples, self.batch_size):
+            loss_sum, n = fn({k: tf.constant(v) for k, v in batch.items()})
+            total += float(loss_sum)
+            count += float(n)
+        loss = total / max(count, 1.0)
+        hypotheses = self.decode(model)
+        out = {"loss": loss, "perplexity": float(math.exp(min(loss, 700.0))),
+               **sequence_error_rates(hypotheses, self.references), "sources": len(self.sources)}
+        if self.text_metrics:
+            out.update(text_scores(hypotheses, self.references, "" if self.target_level == "char" else " "))
+        return out

@@ -16,6 +16,7 @@ import tensorflow as tf
 # The wrapped models' classes must be registered before a saved export is loaded.
 import keras_models.classifier  # noqa: F401
 import keras_models.language_model  # noqa: F401
+import keras_models.seq2seq  # noqa: F401
 import keras_models.tagger  # noqa: F401
 from preprocessing.tokenizers import Tokenizer
 from preprocessing.vocab import EOS_ID, PAD, RESERVED_TOKENS, UNK
@@ -263,3 +264,66 @@ class TextClassifierExport(_Wrapper):
         ids = tf.cast(_at_least_one_column(self.text_to_ids(texts)), tf.int32)
         probs = tf.nn.softmax(tf.cast(self.classifier(ids, training=False), tf.float32), axis=-1)
         return {"label": tf.gather(self._label_table, tf.argmax(probs, axis=-1)), "probabilities": probs}
+
+
+@keras.saving.register_keras_serializable(package="rnnflow")
+class Seq2SeqExport(_Wrapper):
+    """Transduces raw strings with a trained ``Seq2SeqModel``: source tokenization in the graph, greedy
+    or beam search, outputs as strings.
+
+    Args:
+        text_to_ids: a :class:`TextToIds` over the source vocabulary, ``append_eos=False``.
+        seq2seq: a trained ``keras_models.seq2seq.Seq2SeqModel``.
+        target_vocab: target tokens in id order (reserved first).
+        beam_size: 1 = greedy search.
+        max_length: the longest output in tokens.
+        length_penalty: beam search's length normalization exponent.
+        target_level: ``"word"`` (tokens joined by spaces) or ``"char"`` (joined without).
+        **kwargs: passed to ``keras.Model``.
+
+    Call arguments:
+        texts: ``tf.string`` tensor ``[batch]``.
+
+    Returns a dict: ``output`` (``tf.string [batch]``, the best hypothesis), ``hypotheses``
+    (``tf.string [batch, beam_size]``, best first) and ``scores`` (``float32 [batch, beam_size]``,
+    length-normalized log-probabilities).
+    """
+
+    WRAPPED = ("text_to_ids", "seq2seq")
+    PLAIN = ("target_vocab", "beam_size", "max_length", "length_penalty", "target_level")
+
+    def __init__(self, text_to_ids, seq2seq, target_vocab, beam_size=1, max_length=50, length_penalty=1.0,
+                 target_level="word", **kwargs):
+        super().__init__(**kwargs)
+        self.text_to_ids = text_to_ids
+        self.seq2seq = seq2seq
+        self.target_vocab = list(target_vocab)
+        self.beam_size = int(beam_size)
+        self.max_length = int(max_length)
+        self.length_penalty = float(length_penalty)
+        self.target_level = target_level
+        # reserved tokens print as nothing: <pad> pads, <eos> ends, <bos>/<unk> are never wanted in text
+        self._table = tf.constant(["" if t in RESERVED_TOKENS else t for t in self.target_vocab])
+
+    def build(self, input_shape=None):
+        self.built = True
+
+    def search(self, texts, beam_size=None):
+        """``(tokens [B, K, L], scores [B, K])`` for raw strings (``K`` = ``beam_size``)."""
+        from keras_models.decoding import beam_search
+        from preprocessing.vocab import BOS_ID
+
+        ids = tf.cast(_at_least_one_column(self.text_to_ids(texts)), tf.int32)
+        state = self.seq2seq.search_state(self.seq2seq.encode(ids, training=False))
+        tokens, scores, _ = beam_search(self.seq2seq.step_fn(), state, beam_size=beam_size or self.beam_size,
+                                        bos_id=BOS_ID, eos_id=EOS_ID, max_length=self.max_length,
+                                        length_penalty=self.length_penalty)
+        return tokens, scores
+
+    def call(self, texts):
+        tokens, scores = self.search(texts)
+        pieces = tf.gather(self._table, tokens)
+        joined = tf.strings.reduce_join(pieces, axis=-1, separator=" " if self.target_level != "char" else "")
+        if self.target_level != "char":  # collapse the separators around the empty reserved tokens
+            joined = tf.strings.strip(tf.strings.regex_replace(joined, " +", " "))
+        return {"output": joined[:, 0], "hypotheses": joined, "scores": scores}

@@ -24,6 +24,7 @@ examples:
   rnnflow tag --model models:/twt-pos@champion "Bu kitap çok güzel ."
   rnnflow tag --model runs/twt_pos/<key>/model --input sentences.txt --format conll
   rnnflow classify --model models:/bbc-topics@champion --top-k 3 "Shares fell sharply after the results"
+  rnnflow translate --model models:/cmudict-g2p@champion --beam-size 5 --nbest 3 "rnnflow"
 
 Options a subcommand does not know (e.g. --runner, --direct_num_workers) are passed to Apache Beam.
 MLflow: runs and the registry live in sqlite:///mlflow_runs/mlflow.db unless the config's
@@ -103,10 +104,23 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--top-k", type=int, default=1, help="show the k most probable labels")
             p.add_argument("--format", choices=["text", "json"], default="text",
                            help="text: label<TAB>probability per line; json: one object per line")
+    p = sub.add_parser("translate", help="transduce raw texts with a trained encoder-decoder (e.g. word → phonemes)",
+                       description="Encodes each text once and searches the output one token at a time with the "
+                       "decoder's state (greedy, or beam search with --beam-size > 1).")
+    p.add_argument("--model", required=True, help="model path (.keras or a run's model/ directory) or MLflow URI")
+    p.add_argument("text", nargs="*", help="texts to process (or use --input)")
+    p.add_argument("--input", default=None, metavar="FILE",
+                   help="one text per line ('-' for standard input); blank lines are skipped")
+    p.add_argument("--beam-size", type=int, default=None, help="default: the model's (decode.beam_size)")
+    p.add_argument("--nbest", type=int, default=1, help="print the N best hypotheses with their scores")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--format", choices=["text", "json"], default="text",
+                   help="text: the output (n-best: output<TAB>score lines, blank line between inputs); json")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI for models:/ and runs:/ URIs")
     return parser
 
 
-MODEL_FILES = ("scorer.keras", "tagger.keras", "classifier.keras")
+MODEL_FILES = ("scorer.keras", "tagger.keras", "classifier.keras", "seq2seq.keras")
 
 
 def _load_scorer(uri: str, tracking_uri: str | None):
@@ -130,7 +144,7 @@ def _load_scorer(uri: str, tracking_uri: str | None):
 
 
 def _evaluate(args) -> int:
-    from keras_models.export import SequenceTaggerExport, TextClassifierExport
+    from keras_models.export import Seq2SeqExport, SequenceTaggerExport, TextClassifierExport
     from pipelines.config import load_config
     from pipelines.prepare import prepare
     from preprocessing.manifest import DataError, check_compatible, load_manifest
@@ -140,7 +154,20 @@ def _evaluate(args) -> int:
     data_dir = prepare(config.data)
     manifest = load_manifest(data_dir)
     t = config.training
-    if isinstance(model, (SequenceTaggerExport, TextClassifierExport)):
+    if isinstance(model, Seq2SeqExport):
+        from keras_models.evaluation import Seq2SeqEvaluator
+        from preprocessing.input_fns import load_examples
+        from preprocessing.vocab import Vocabulary
+
+        check_compatible(manifest, task="seq2seq", vocabulary=model.text_to_ids.vocabulary)
+        if Vocabulary.load(os.path.join(data_dir, manifest["target_vocab"]["path"])).tokens != model.target_vocab:
+            raise DataError("the data's target vocabulary differs from the model's; evaluate on data prepared "
+                            "with the model's config")
+        d = config.decode
+        scores = Seq2SeqEvaluator(load_examples(data_dir, args.split), model.target_vocab, t.eval_batch_size,
+                                  d.beam_size, d.max_length, d.length_penalty, config.data.dataset != "cmudict",
+                                  model.target_level)(model.seq2seq)
+    elif isinstance(model, (SequenceTaggerExport, TextClassifierExport)):
         from keras_models.evaluation import ClassificationEvaluator, TaggingEvaluator
         from preprocessing.input_fns import load_examples
         from preprocessing.vocab import LabelSet
@@ -248,6 +275,41 @@ def _generate(args) -> int:
     return EXIT_OK
 
 
+def _translate(args) -> int:
+    import tensorflow as tf
+
+    from keras_models.export import Seq2SeqExport
+
+    model = _load_scorer(args.model, args.tracking_uri)
+    if not isinstance(model, Seq2SeqExport):
+        raise ValueError(f"{args.model} is not an encoder-decoder (it is a {type(model).__name__})")
+    beam = args.beam_size or model.beam_size
+    if args.nbest > beam:
+        raise ValueError(f"--nbest {args.nbest} needs --beam-size of at least {args.nbest}")
+    joiner = "" if model.target_level == "char" else " "
+    names = model.target_vocab
+    for batch in _batches(_read_texts(args), args.batch_size):
+        tokens, scores = model.search(tf.constant(batch), beam_size=beam)
+        tokens, scores = tokens.numpy(), scores.numpy()
+        for row, text in enumerate(batch):
+            hyps = []
+            for k in range(args.nbest):
+                out = []
+                for i in tokens[row, k]:
+                    if int(i) in (0, 3):  # <pad>, <eos>
+                        break
+                    out.append(names[int(i)])
+                hyps.append((joiner.join(out), float(scores[row, k])))
+            if args.format == "json":
+                print(json.dumps({"text": text, "outputs": [{"output": o, "score": round(sc, 6)} for o, sc in hyps]},
+                                 ensure_ascii=False))
+            elif args.nbest == 1:
+                print(hyps[0][0])
+            else:
+                print("\n".join(f"{o}\t{sc:.4f}" for o, sc in hyps) + "\n")
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
@@ -279,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
             return _tag(args)
         elif args.command == "classify":
             return _classify(args)
+        elif args.command == "translate":
+            return _translate(args)
         return EXIT_OK
     except ConfigError as err:
         print(f"rnnflow: {err}", file=sys.stderr)

@@ -182,6 +182,16 @@ class ModelConfig(_Section):
     char_embedding_dim: int = Field(25, ge=1, description="tagger with data.char_features: character embedding size")
     char_hidden_dim: int = Field(25, ge=1, description="tagger with data.char_features: character BiRNN units")
     max_chars_per_token: int = Field(20, ge=1, description="tagger: characters of a token the char encoder reads")
+    decoder_layers: int = Field(1, ge=1, description="seq2seq: decoder layers (num_layers: encoder layers)")
+    decoder_dim: int | None = Field(None, ge=1, description="seq2seq: decoder units (default: 2 * hidden_dim)")
+    attention: Literal["dot", "bilinear", "additive"] = Field(
+        "additive", description="seq2seq: score: dot q.k, bilinear q W k, additive v.tanh(W [q; k])"
+    )
+    attention_units: int | None = Field(None, ge=1, description="seq2seq: additive attention's hidden size")
+    input_feeding: bool = Field(True, description="seq2seq: feed the attentional vector into the next step")
+    sampling_probability: float = Field(
+        0.0, ge=0.0, le=1.0, description="seq2seq: scheduled sampling: feed the model's own prediction this often"
+    )
 
     @model_validator(mode="after")
     def _tying(self) -> "ModelConfig":
@@ -255,6 +265,15 @@ DEFAULT_METRIC = {"lm": ("val_perplexity", False), "tagging": ("val_accuracy", T
                   "classification": ("val_accuracy", True), "seq2seq": ("val_wer", False)}
 
 
+class DecodeConfig(_Section):
+    """seq2seq: how outputs are searched when evaluating, exporting and translating."""
+
+    beam_size: int = Field(5, ge=1, description="1 = greedy search")
+    max_length: int = Field(40, ge=1, description="the longest output, in tokens")
+    length_penalty: float = Field(1.0, ge=0.0, description="score / length ** length_penalty; 0 = raw log-prob")
+    attention_samples: int = Field(4, ge=0, description="validation inputs whose attention maps are logged each epoch")
+
+
 class GenerateConfig(_Section):
     prompt: str = "the"
     max_tokens: int = Field(30, ge=1)
@@ -272,6 +291,7 @@ class RunConfig(_Section):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    decode: DecodeConfig = Field(default_factory=DecodeConfig)
 
     @model_validator(mode="after")
     def _model_fits_task(self) -> "RunConfig":

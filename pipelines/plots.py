@@ -236,3 +236,26 @@ def confusion_matrix(matrix: Any, labels: Sequence[str], title: str = "confusion
                     ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", fontsize=7,
                             color="white" if shown[i, j] > 0.5 else "black")
     return fig
+
+
+def attention_maps(maps: Sequence[tuple[Any, Sequence[str], Sequence[str]]], title: str = "attention") -> Figure:
+    """Heatmaps of attention weights, one panel per example.
+
+    ``maps``: ``(weights [output_len, source_len], source_tokens, output_tokens)`` triples; the
+    source runs along the x axis, the output along the y axis (row ``t`` is the distribution the
+    decoder used to produce output token ``t``).
+    """
+    n = max(len(maps), 1)
+    cols = min(n, 2)
+    rows = (n + cols - 1) // cols
+    fig = _figure(ncols=cols, nrows=rows)
+    for k, (weights, source, output) in enumerate(maps):
+        ax = fig.add_subplot(rows, cols, k + 1)
+        w = np.asarray(weights, dtype=float)[: len(output), : len(source)]
+        ax.imshow(w, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+        ax.set_xticks(range(len(source)), list(source), fontsize=7)
+        ax.set_yticks(range(len(output)), list(output), fontsize=7)
+        ax.set_xlabel("source")
+        ax.set_ylabel("output")
+    fig.suptitle(title)
+    return fig

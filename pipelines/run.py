@@ -447,6 +447,153 @@ def train_sequence_model(config: RunConfig, data_dir: Path, *, strategy, tracker
     return out
 
 
+def build_seq2seq_model(config: RunConfig, source_vocab_size: int, target_vocab_size: int):
+    from keras_models.seq2seq import Seq2SeqModel
+
+    m = config.model
+    model = Seq2SeqModel(
+        source_vocab_size, target_vocab_size, cell=m.cell, encoder_layers=m.num_layers, decoder_layers=m.decoder_layers,
+        embedding_dim=m.embedding_dim, hidden_dim=m.hidden_dim, decoder_dim=m.decoder_dim or 2 * m.hidden_dim, attention=m.attention,
+        attention_units=m.attention_units, input_feeding=m.input_feeding, dropout=m.dropout,
+        recurrent_dropout=m.recurrent_dropout, activation=m.activation, sampling_probability=m.sampling_probability,
+        seed=config.training.seed,
+    )
+    model.build()
+    return model
+
+
+def _attention_figure(model, evaluator, sources: list[tuple], source_vocab, title: str):
+    """Heatmaps of the attention the model paid while producing its own (greedy) output."""
+    import tensorflow as tf
+
+    from pipelines import plots
+    from preprocessing.vocab import BOS_ID
+
+    outputs = evaluator.decode(model, sources)
+    maps = []
+    for source, output in zip(sources, outputs):
+        ids = [evaluator.target_vocab.index(t) for t in output]
+        target_in = tf.constant([[BOS_ID] + ids], tf.int32)
+        weights = model.attention_maps(tf.constant([list(source)], tf.int32), target_in).numpy()[0]
+        maps.append((weights, source_vocab.decode(source), output + ["<eos>"]))
+    return plots.attention_maps(maps, title=title)
+
+
+def train_seq2seq_model(config: RunConfig, data_dir: Path, *, strategy, tracker, work: Path,
+                        register: bool) -> RunResult:
+    """Encoder-decoder: trains (teacher forcing), scores valid / test with greedy and beam search,
+    logs attention maps every epoch, exports (raw strings in and out), registers."""
+    import keras
+    import tensorflow as tf
+
+    from keras_models.evaluation import Seq2SeqEvaluator
+    from keras_models.export import Seq2SeqExport, TextToIds
+    from keras_models.training import ExampleData, Seq2SeqTask
+    from pipelines import plots
+    from preprocessing.input_fns import load_examples
+    from preprocessing.manifest import DataError, check_compatible, load_manifest, vocab_path
+    from preprocessing.vocab import Vocabulary
+
+    t, d = config.training, config.decode
+    manifest = load_manifest(data_dir)
+    source_vocab = Vocabulary.load(vocab_path(data_dir, manifest))
+    target_vocab = Vocabulary.load(data_dir / manifest["target_vocab"]["path"])
+    check_compatible(manifest, task="seq2seq", vocabulary=source_vocab.tokens)
+    for key in ("vocab", "target_vocab"):
+        tracker.log_artifact(data_dir / manifest[key]["path"], "data/vocab")
+    tracker.log_artifact(data_dir / "manifest.json", "data")
+    examples = {split: load_examples(data_dir, split) for split in ("train", "valid", "test")}
+    for split, ex in examples.items():
+        if not len(ex):
+            raise DataError(f"{data_dir}: the {split} split is empty; check data.split and rejected/")
+    tracker.log_params({"data.fingerprint": manifest["fingerprint"], "data.train_examples": len(examples["train"]),
+                        "data.source_vocab_size": len(source_vocab), "data.target_vocab_size": len(target_vocab),
+                        "run.key": work.name, "run.replicas": strategy.num_replicas_in_sync})
+    keras.utils.set_random_seed(t.seed)
+    target_level = manifest["target_tokenizer"]["level"]
+    text_metrics = config.data.dataset != "cmudict"
+
+    def evaluator(split, beam_size):
+        return Seq2SeqEvaluator(examples[split], target_vocab.tokens, t.eval_batch_size, beam_size, d.max_length,
+                                d.length_penalty, text_metrics, target_level)
+
+    val_greedy = evaluator("valid", 1)
+    samples = val_greedy.sources[: d.attention_samples]
+
+    def validate(model):
+        scores = val_greedy(model)
+        if samples and tracker.enabled:
+            epoch = int(trainer.counters.epoch.numpy()) + 1  # the epoch being validated
+            fig = _attention_figure(model, val_greedy, samples, source_vocab, f"{config.name}: epoch {epoch}")
+            tracker.log_figure(fig, f"plots/attention/epoch_{epoch:03d}.png")
+        return scores
+
+    trainer = _trainer(
+        config, strategy, tracker, work,
+        build_model=lambda: build_seq2seq_model(config, len(source_vocab), len(target_vocab)),
+        task=Seq2SeqTask(),
+        data=ExampleData(examples["train"], t.batch_size, seed=t.seed, max_steps=t.max_steps_per_epoch,
+                         max_length=t.max_length),
+        evaluate=validate,
+        default_monitor="wer",
+    )
+    result = trainer.fit()
+    model = trainer.model
+
+    metrics: dict[str, float] = {}
+    for split in ("valid", "test"):
+        prefix = "val" if split == "valid" else split
+        searches = {"greedy": val_greedy if split == "valid" else evaluator(split, 1)}
+        if d.beam_size > 1:
+            searches[f"beam{d.beam_size}"] = evaluator(split, d.beam_size)
+        for name, ev in searches.items():
+            for k, v in ev(model).items():
+                if name == "greedy":
+                    metrics[f"{prefix}_{k}"] = v
+                elif k not in ("loss", "perplexity", "sources"):
+                    metrics[f"{prefix}_{name}_{k}"] = v
+    metrics["epochs_completed"] = result.epochs_completed
+    log.info("evaluation: %s", ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    tracker.log_metrics(metrics, step=result.epochs_completed + 1)
+
+    if not tracker.enabled:
+        return RunResult(run_key=work.name, data_dir=str(data_dir), mlflow_run_id=None, metrics=metrics, sample="",
+                         model_path="", resumed_from_step=result.resumed_from_step)
+
+    export = Seq2SeqExport(TextToIds(manifest["tokenizer"], source_vocab.tokens, append_eos=False), model,
+                           target_vocab.tokens, d.beam_size, d.max_length, d.length_penalty, target_level)
+    joiner = "" if manifest["tokenizer"]["level"] == "char" else " "
+    sample_text = joiner.join(source_vocab.decode(val_greedy.sources[0]))
+    sample = f"{sample_text} -> {export(tf.constant([sample_text]))['output'][0].numpy().decode()}"
+    log.info("sample: %s", sample)
+    tracker.log_text(sample, "samples/sample.txt")
+    model_dir = work / "model"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    model_path = model_dir / "seq2seq.keras"
+    export.save(model_path)
+
+    curves = {k.removeprefix("train_"): v for k, v in result.history.items()
+              if k in ("train_loss", "val_loss", "val_wer", "val_per", "learning_rate")}
+    figures = {
+        "learning_curves": plots.learning_curves(
+            curves,
+            step_history={"train loss (per step)": (result.steps.get("step", []), result.steps.get("train_loss", []))},
+            title=f"{config.name}: {config.model.cell} encoder-decoder, {config.model.attention} attention"),
+        "gradient_norms": plots.gradient_norms(result.steps.get("step", []), result.steps.get("grad_norm", []),
+                                                clip_norm=t.clip_norm),
+    }
+    if samples:
+        figures["attention_final"] = _attention_figure(model, val_greedy, samples, source_vocab,
+                                                       f"{config.name}: final model")
+    _log_figures(figures, work / "plots", tracker)
+    tracker.log_dict({"history": result.history, "steps": result.steps}, "history.json")
+
+    out = RunResult(run_key=work.name, data_dir=str(data_dir), mlflow_run_id=tracker.run_id, metrics=metrics,
+                    sample=sample, model_path=str(model_path), resumed_from_step=result.resumed_from_step)
+    _log_and_register(config, tracker, export, [sample_text], out, register)
+    return out
+
+
 def _read_state(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
@@ -497,7 +644,8 @@ def execute(config: RunConfig, *, beam_args: list[str] | None = None, register: 
                 _write_state(state_path, {"status": "training", "mlflow_run_id": tracker.run_id})
                 tracker.log_config(config.model_dump(mode="json"))
                 tracker.log_text(dump_config(config), "config.resolved.yaml")
-            train = train_language_model if config.data.task == "lm" else train_sequence_model
+            train = {"lm": train_language_model, "seq2seq": train_seq2seq_model}.get(config.data.task,
+                                                                                     train_sequence_model)
             result = train(config, Path(data_dir), strategy=strategy, tracker=tracker, work=work,
                            register=register and chief)
         if chief:
