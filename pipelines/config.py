@@ -82,8 +82,8 @@ DATASETS: dict[str, tuple[str, str]] = {
 FILE_DATASETS = ("text", "conllu", "columns", "folder", "jsonl", "tsv", "pairs")
 
 
-class TargetTokenizerConfig(_Section):
-    """seq2seq: how target texts are tokenized (the source uses the data section's own settings)."""
+class TokenizerSettings(_Section):
+    """How texts become tokens and which tokens make the vocabulary."""
 
     level: Literal["word", "char"] = "word"
     tokenizer: Literal["whitespace", "unicode_script"] = "whitespace"
@@ -93,7 +93,11 @@ class TargetTokenizerConfig(_Section):
     min_count: int = Field(1, ge=1)
 
 
-class DataConfig(_Section):
+class TargetTokenizerConfig(TokenizerSettings):
+    """seq2seq: how target texts are tokenized (the source uses the data section's own settings)."""
+
+
+class DataConfig(TokenizerSettings):
     """What the Beam prepare job reads and how it turns it into TFRecord shards."""
 
     dataset: Literal["ptb", "shakespeare", "text", "twt", "conllu", "columns", "bbc", "folder", "jsonl", "tsv",
@@ -117,12 +121,6 @@ class DataConfig(_Section):
     tag_scheme: Literal["plain", "bio", "bioes"] = Field(
         "plain", description="tagging: plain tags (POS) or BIO/BIOES spans (NER, scored by span F1)"
     )
-    level: Literal["word", "char"] = "word"
-    tokenizer: Literal["whitespace", "unicode_script"] = "whitespace"
-    normalization: Literal["none", "NFC", "NFKC", "NFD", "NFKD"] = "NFKC"
-    lowercase: bool = False
-    max_vocab_size: int | None = Field(None, ge=5)
-    min_count: int = Field(1, ge=1)
     max_length: int = Field(1000, ge=1, description="lines with more tokens are rejected")
     split: SplitConfig = Field(default_factory=SplitConfig)
     max_lines: dict[str, int] | None = Field(
