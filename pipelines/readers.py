@@ -371,26 +371,37 @@ def read_jsonl(data: bytes, text_field: str = "text", label_field: str = "label"
 
 
 # ---------------------------------------------------------------------------------------- tsv
-def read_tsv(data: bytes) -> Iterator[Item]:
-    """``label<TAB>text`` lines → ``{"raw": text bytes, "label": str}``; blank lines skipped."""
+def _tab_lines(data: bytes, what: str):
+    """``(number, item, left, right, raw)`` for each non-blank line split at its first tab, or a
+    ``bad_columns`` rejection naming ``what`` (e.g. ``"label and text"``) for a line without one."""
     item = 0
     for number, raw in enumerate(split_lines(data), start=1):
         if _is_blank(raw):
             continue
-        label_bytes, tab, text = raw.partition(b"\t")
-        if not tab:
-            yield _reject(number, item, BAD_COLUMNS, f"line {number}: no tab between label and text", raw)
+        left, tab, right = raw.partition(b"\t")
+        if tab:
+            yield number, item, left, right, raw
         else:
-            try:
-                label = label_bytes.decode("utf-8")
-            except UnicodeDecodeError as err:
-                yield _reject(number, item, INVALID_UTF8, _utf8_detail(number, err, " in the label (column 1)"), raw)
-            else:
-                if not label.strip():
-                    yield _reject(number, item, MISSING_LABEL, f"line {number}: label (column 1) is empty", raw)
-                else:
-                    yield {"line": number, "item": item, "raw": text, "label": label}
+            yield _reject(number, item, BAD_COLUMNS, f"line {number}: no tab between {what}", raw)
         item += 1
+
+
+def read_tsv(data: bytes) -> Iterator[Item]:
+    """``label<TAB>text`` lines → ``{"raw": text bytes, "label": str}``; blank lines skipped."""
+    for line in _tab_lines(data, "label and text"):
+        if isinstance(line, dict):
+            yield line
+            continue
+        number, item, label_bytes, text, raw = line
+        try:
+            label = label_bytes.decode("utf-8")
+        except UnicodeDecodeError as err:
+            yield _reject(number, item, INVALID_UTF8, _utf8_detail(number, err, " in the label (column 1)"), raw)
+        else:
+            if not label.strip():
+                yield _reject(number, item, MISSING_LABEL, f"line {number}: label (column 1) is empty", raw)
+            else:
+                yield {"line": number, "item": item, "raw": text, "label": label}
 
 
 # ----------------------------------------------------------------------------------- document
@@ -417,17 +428,13 @@ def read_pairs(data: bytes) -> Iterator[Item]:
     stay bytes (decoded, and rejected if not UTF-8, by the tokenizing step). ``group`` (the source
     text) keeps every pair of one source in one split.
     """
-    item = 0
-    for number, raw in enumerate(split_lines(data), start=1):
-        if _is_blank(raw):
+    for line in _tab_lines(data, "source and target"):
+        if isinstance(line, dict):
+            yield line
             continue
-        source, tab, target = raw.partition(b"\t")
-        if not tab:
-            yield _reject(number, item, BAD_COLUMNS, f"line {number}: no tab between source and target", raw)
-        else:
-            group = source.decode("utf-8", "backslashreplace")
-            yield {"line": number, "item": item, "raw": source, "target_raw": target, "group": group}
-        item += 1
+        number, item, source, target, _ = line
+        group = source.decode("utf-8", "backslashreplace")
+        yield {"line": number, "item": item, "raw": source, "target_raw": target, "group": group}
 
 
 _STRESS = re.compile(r"(?<=[A-Z])[0-2]\b")
