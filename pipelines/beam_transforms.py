@@ -536,28 +536,36 @@ class TokenizeLines(beam.PTransform):
 
 
 # ----------------------------------------------------------------------------------------- vocab
-def _only_split(records, split: str | None):
-    """The records of ``split`` (all of them for ``None``)."""
-    if split is None:
-        return records
-    return records | f"Only[{split}]" >> beam.Filter(lambda r, s: r["split"] == s, split)
+class _CountValues(beam.PTransform):
+    """``(value, count)`` over the values ``self.values(record)`` of one split's records (``None``: all)."""
 
-
-class CountTokens(beam.PTransform):
-    """``(token, count)`` over the tokenized records of one split (default: train only)."""
-
-    def __init__(self, split: str | None = "train", field: str = "tokens"):
+    def __init__(self, split: str | None = "train"):
         super().__init__()
         self.split = split
-        self.field = field
+
+    def values(self, record):
+        raise NotImplementedError
 
     def expand(self, records):
-        records = _only_split(records, self.split)
+        if self.split is not None:
+            records = records | f"Only[{self.split}]" >> beam.Filter(lambda r, s: r["split"] == s, self.split)
         return (
             records
-            | "Tokens" >> beam.FlatMap(operator.itemgetter(self.field))
+            | "Values" >> beam.FlatMap(self.values)
             | "Count" >> beam.combiners.Count.PerElement()
         )
+
+
+class CountTokens(_CountValues):
+    """``(token, count)`` over the tokenized records of one split (default: train only); ``field``
+    names the token list (``target_tokens`` for the target side of pairs)."""
+
+    def __init__(self, split: str | None = "train", field: str = "tokens"):
+        super().__init__(split)
+        self.field = field
+
+    def values(self, record):
+        return record[self.field]
 
 
 def _build_vocabulary(pairs, max_size, min_count):
@@ -604,20 +612,11 @@ class EncodeForLM(beam.PTransform):
         return records | "Encode" >> beam.ParDo(EncodeForLMDoFn(), beam.pvalue.AsSingleton(self.vocab))
 
 
-class CountLabels(beam.PTransform):
+class CountLabels(_CountValues):
     """``(label, count)`` over one split's records: every tag of a tagging record, or the ``label``."""
 
-    def __init__(self, split: str | None = "train"):
-        super().__init__()
-        self.split = split
-
-    def expand(self, records):
-        records = _only_split(records, self.split)
-        return (
-            records
-            | "Labels" >> beam.FlatMap(lambda r: r["tags"] if "tags" in r else [r["label"]])
-            | "Count" >> beam.combiners.Count.PerElement()
-        )
+    def values(self, record):
+        return record["tags"] if "tags" in record else [record["label"]]
 
 
 def _build_label_set(pairs, what):
@@ -639,20 +638,11 @@ class BuildLabelSet(beam.PTransform):
         return counts | "Gather" >> beam.combiners.ToList() | "FromLabels" >> beam.Map(_build_label_set, self.what)
 
 
-class CountCharacters(beam.PTransform):
+class CountCharacters(_CountValues):
     """``(character, count)`` over the tokens of one split (for a character vocabulary)."""
 
-    def __init__(self, split: str | None = "train"):
-        super().__init__()
-        self.split = split
-
-    def expand(self, records):
-        records = _only_split(records, self.split)
-        return (
-            records
-            | "Characters" >> beam.FlatMap(lambda r: [c for t in r["tokens"] for c in t])
-            | "Count" >> beam.combiners.Count.PerElement()
-        )
+    def values(self, record):
+        return [c for t in record["tokens"] for c in t]
 
 
 class EncodeExamplesDoFn(beam.DoFn):
