@@ -28,6 +28,31 @@ RESERVED_TOKENS = (PAD, UNK, BOS, EOS)
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 
 
+def _entries_bytes(entries: Sequence[str]) -> bytes:
+    """One entry per line, UTF-8, ``\\n`` line ends: the bytes of a vocabulary or label file."""
+    return "".join(e + "\n" for e in entries).encode("utf-8")
+
+
+def _load_entries(cls, path: str | os.PathLike, what: str):
+    """``cls(entries)`` from a file written by :func:`_entries_bytes`; errors name the file."""
+    path = os.fspath(path)
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"{path}: no such {what} file")
+    with tf.io.gfile.GFile(path, "rb") as f:
+        data = f.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: {what} file is not valid UTF-8 ({err})") from None
+    if text.endswith("\n"):
+        text = text[:-1]
+    # split("\n"), not splitlines(): a character vocabulary may hold \r, \x0b, \u2028, ... tokens.
+    try:
+        return cls(text.split("\n") if text else [])
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
 class Vocabulary:
     """A fixed token ↔ id mapping.
 
@@ -91,22 +116,7 @@ class Vocabulary:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Vocabulary":
         """Reads a vocabulary file (one token per line, UTF-8); any ``tf.io.gfile`` path works."""
-        path = os.fspath(path)
-        if not tf.io.gfile.exists(path):
-            raise FileNotFoundError(f"{path}: no such vocabulary file")
-        with tf.io.gfile.GFile(path, "rb") as f:
-            data = f.read()
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise ValueError(f"{path}: vocabulary file is not valid UTF-8 ({err})") from None
-        if text.endswith("\n"):
-            text = text[:-1]
-        # split("\n"), not splitlines(): a character vocabulary may hold \r, \x0b, \u2028, ... tokens.
-        try:
-            return cls(text.split("\n") if text else [])
-        except ValueError as err:
-            raise ValueError(f"{path}: {err}") from None
+        return _load_entries(cls, path, "vocabulary")
 
     def save(self, path: str | os.PathLike) -> None:
         """Writes one token per line, UTF-8, ``\\n`` line ends (creates parent directories)."""
@@ -118,7 +128,7 @@ class Vocabulary:
             f.write(self.to_bytes())
 
     def to_bytes(self) -> bytes:
-        return "".join(t + "\n" for t in self._tokens).encode("utf-8")
+        return _entries_bytes(self._tokens)
 
     @property
     def tokens(self) -> list[str]:
@@ -199,18 +209,11 @@ class LabelSet:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "LabelSet":
-        path = os.fspath(path)
-        if not tf.io.gfile.exists(path):
-            raise FileNotFoundError(f"{path}: no such label file")
-        with tf.io.gfile.GFile(path, "rb") as f:
-            text = f.read().decode("utf-8")
-        try:
-            return cls(text[:-1].split("\n") if text.endswith("\n") else text.split("\n"))
-        except ValueError as err:
-            raise ValueError(f"{path}: {err}") from None
+        """Reads a label file (one label per line, UTF-8); any ``tf.io.gfile`` path works."""
+        return _load_entries(cls, path, "label")
 
     def to_bytes(self) -> bytes:
-        return "".join(x + "\n" for x in self._labels).encode("utf-8")
+        return _entries_bytes(self._labels)
 
     @property
     def labels(self) -> list[str]:
