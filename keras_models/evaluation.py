@@ -285,8 +285,7 @@ class Seq2SeqEvaluator(_BatchScorer):
 
     def _make(self, model):
         def score(batch):
-            inputs = {"source_ids": batch["source_ids"], "target_in": batch["target_in"]}
-            loss_sum, count = model.loss_sum(inputs, batch["target_out"], training=False)
+            loss_sum, count = model.loss_sum(model_inputs(batch), batch["target_out"], training=False)
             return tf.cast(loss_sum, tf.float64), tf.cast(count, tf.float64)
 
         return score

@@ -114,18 +114,25 @@ class LanguageModelData:
 
 # ------------------------------------------------------------------- tagging and classification
 def model_inputs(batch: dict):
-    """The model input of a tagging / classification batch: ``ids``, or ``{"ids", "chars"}``."""
+    """The model input of a batch: ``ids``, ``{"ids", "chars"}`` (tagging with characters) or
+    ``{"source_ids", "target_in"}`` (seq2seq, whose ``target_out`` is the target)."""
+    if "source_ids" in batch:
+        return {"source_ids": batch["source_ids"], "target_in": batch["target_in"]}
     return {"ids": batch["ids"], "chars": batch["chars"]} if "chars" in batch else batch["ids"]
 
 
-@dataclass
-class TaggingTask:
-    """Per-token cross-entropy (or the CRF's negative log-likelihood) over real tokens; no carried state."""
+class _StatelessTask:
+    """A task whose batches are independent: no recurrent state is carried between them."""
 
     reports_perplexity = False
 
     def initial_state(self, model, batch_size):
         return ()
+
+
+@dataclass
+class TaggingTask(_StatelessTask):
+    """Per-token cross-entropy (or the CRF's negative log-likelihood) over real tokens; no carried state."""
 
     def loss_and_state(self, model, batch, state, training):
         loss_sum, count = model.loss_sum(model_inputs(batch), batch["tags"], training=training)
@@ -133,13 +140,8 @@ class TaggingTask:
 
 
 @dataclass
-class ClassificationTask:
+class ClassificationTask(_StatelessTask):
     """Cross-entropy of one label per sequence; no carried state."""
-
-    reports_perplexity = False
-
-    def initial_state(self, model, batch_size):
-        return ()
 
     def loss_and_state(self, model, batch, state, training):
         logits = model(batch["ids"], training=training)
@@ -148,17 +150,13 @@ class ClassificationTask:
 
 
 @dataclass
-class Seq2SeqTask:
+class Seq2SeqTask(_StatelessTask):
     """Teacher-forced target cross-entropy over the real target tokens (``<eos>`` included); no carried state."""
 
     reports_perplexity = True
 
-    def initial_state(self, model, batch_size):
-        return ()
-
     def loss_and_state(self, model, batch, state, training):
-        inputs = {"source_ids": batch["source_ids"], "target_in": batch["target_in"]}
-        loss_sum, count = model.loss_sum(inputs, batch["target_out"], training=training)
+        loss_sum, count = model.loss_sum(model_inputs(batch), batch["target_out"], training=training)
         return loss_sum, count, ()
 
 
