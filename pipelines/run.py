@@ -195,10 +195,7 @@ def train_language_model(config: RunConfig, data_dir: Path, *, strategy, tracker
         metrics[f"{prefix}_perplexity"] = scores["perplexity"]
         if level == "char":
             metrics[f"{prefix}_bpc"] = scores["bits_per_token"]
-    metrics["epochs_completed"] = result.epochs_completed
-    log.info("evaluation: %s", ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
-    tracker.log_metrics(metrics, step=result.epochs_completed + 1)  # after the per-epoch values of the same names
-
+    _log_final_metrics(metrics, result, tracker)
     if not tracker.enabled:  # a non-chief worker: the chief exports, plots, logs and registers
         return RunResult(run_key=work.name, data_dir=str(data_dir), mlflow_run_id=None, metrics=metrics, sample="",
                          model_path="", resumed_from_step=result.resumed_from_step)
@@ -217,19 +214,9 @@ def train_language_model(config: RunConfig, data_dir: Path, *, strategy, tracker
     log.info("sample: %s", sample)
     tracker.log_text(sample, "samples/sample.txt")
 
-    plot_dir = work / "plots"
-    figures = {
-        "learning_curves": plots.learning_curves(
-            {k.removeprefix("train_"): v for k, v in result.history.items()
-             if k in ("train_loss", "val_loss", "train_perplexity", "val_perplexity", "learning_rate")},
-            step_history={"train loss (per step)": (result.steps.get("step", []), result.steps.get("train_loss", []))},
-            title=f"{config.name}: {config.model.cell} language model"),
-        "gradient_norms": plots.gradient_norms(result.steps.get("step", []), result.steps.get("grad_norm", []),
-                                                clip_norm=t.clip_norm),
-        "gradient_flow": plots.gradient_flow(gradient_flow_curves(config, model, eval_layouts["valid"])),
-    }
-    _log_figures(figures, plot_dir, tracker)
-    tracker.log_dict({"history": result.history, "steps": result.steps}, "history.json")
+    _log_training(config, result, tracker, work, ("train_perplexity", "val_perplexity"),
+                  f"{config.model.cell} language model",
+                  {"gradient_flow": plots.gradient_flow(gradient_flow_curves(config, model, eval_layouts["valid"]))})
 
     out = RunResult(run_key=work.name, data_dir=str(data_dir), mlflow_run_id=tracker.run_id, metrics=metrics,
                     sample=sample, model_path=str(model_path), resumed_from_step=result.resumed_from_step)
@@ -266,11 +253,49 @@ def _monitor(config: RunConfig, default: str) -> str:
     return metric
 
 
-def _log_figures(figures: dict, plot_dir: Path, tracker) -> None:
+def _load_splits(data_dir: Path, with_chars: bool = False) -> dict:
+    """The train / valid / test examples of a tagging, classification or seq2seq directory; an empty
+    split is an error that says where to look."""
+    from preprocessing.input_fns import load_examples
+    from preprocessing.manifest import DataError
+
+    examples = {split: load_examples(data_dir, split, with_chars) for split in ("train", "valid", "test")}
+    for split, ex in examples.items():
+        if not len(ex):
+            raise DataError(f"{data_dir}: the {split} split is empty; check data.split and rejected/")
+    return examples
+
+
+def _log_final_metrics(metrics: dict, result, tracker) -> None:
+    """Adds ``epochs_completed`` and logs the final evaluation after the per-epoch values of the same names."""
+    metrics["epochs_completed"] = result.epochs_completed
+    log.info("evaluation: %s", ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    tracker.log_metrics(metrics, step=result.epochs_completed + 1)
+
+
+def _log_training(config: RunConfig, result, tracker, work: Path, curve_keys: tuple, title: str,
+                  extra_figures: dict) -> None:
+    """Learning curves (train / val loss, ``curve_keys``, learning rate), gradient norms and
+    ``extra_figures`` to ``<work>/plots`` and MLflow, and the history as ``history.json``."""
+    from pipelines import plots
+
+    keys = ("train_loss", "val_loss", "learning_rate", *curve_keys)
+    steps = result.steps.get("step", [])
+    figures = {
+        "learning_curves": plots.learning_curves(
+            {k.removeprefix("train_"): v for k, v in result.history.items() if k in keys},
+            step_history={"train loss (per step)": (steps, result.steps.get("train_loss", []))},
+            title=f"{config.name}: {title}"),
+        "gradient_norms": plots.gradient_norms(steps, result.steps.get("grad_norm", []),
+                                                clip_norm=config.training.clip_norm),
+        **extra_figures,
+    }
+    plot_dir = work / "plots"
     plot_dir.mkdir(parents=True, exist_ok=True)
     for name, fig in figures.items():
         fig.savefig(plot_dir / f"{name}.png", dpi=100)
         tracker.log_figure(fig, f"plots/{name}.png")
+    tracker.log_dict({"history": result.history, "steps": result.steps}, "history.json")
 
 
 def _log_and_register(config: RunConfig, tracker, export_model, input_example, out: "RunResult", register: bool):
@@ -332,8 +357,7 @@ def train_sequence_model(config: RunConfig, data_dir: Path, *, strategy, tracker
     from keras_models.export import SequenceTaggerExport, TextClassifierExport, TextToIds
     from keras_models.training import ClassificationTask, ExampleData, TaggingTask
     from pipelines import plots
-    from preprocessing.input_fns import load_examples
-    from preprocessing.manifest import DataError, check_compatible, load_manifest, vocab_path
+    from preprocessing.manifest import check_compatible, load_manifest, vocab_path
     from preprocessing.vocab import LabelSet, Vocabulary
 
     t, m, task = config.training, config.model, config.data.task
@@ -348,10 +372,7 @@ def train_sequence_model(config: RunConfig, data_dir: Path, *, strategy, tracker
             tracker.log_artifact(data_dir / manifest[key]["path"], "data/vocab")
     tracker.log_artifact(data_dir / "manifest.json", "data")
 
-    examples = {split: load_examples(data_dir, split, with_chars) for split in ("train", "valid", "test")}
-    for split, ex in examples.items():
-        if not len(ex):
-            raise DataError(f"{data_dir}: the {split} split is empty; check data.split and rejected/")
+    examples = _load_splits(data_dir, with_chars)
     tracker.log_params({"data.fingerprint": manifest["fingerprint"], "data.train_examples": len(examples["train"]),
                         "data.vocab_size": len(vocab), "data.num_labels": len(labels), "run.key": work.name,
                         "run.replicas": strategy.num_replicas_in_sync})
@@ -385,11 +406,8 @@ def train_sequence_model(config: RunConfig, data_dir: Path, *, strategy, tracker
         for k, v in ev(model).items():
             metrics[f"{prefix}_{k}"] = v
         reports[split] = ev.last_report
-    metrics["epochs_completed"] = result.epochs_completed
-    log.info("evaluation: %s", ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
-    tracker.log_metrics(metrics, step=result.epochs_completed + 1)  # after the per-epoch values of the same names
-
-    if not tracker.enabled:
+    _log_final_metrics(metrics, result, tracker)
+    if not tracker.enabled:  # a non-chief worker: the chief exports, plots, logs and registers
         return RunResult(run_key=work.name, data_dir=str(data_dir), mlflow_run_id=None, metrics=metrics, sample="",
                          model_path="", resumed_from_step=result.resumed_from_step)
 
@@ -424,19 +442,9 @@ def train_sequence_model(config: RunConfig, data_dir: Path, *, strategy, tracker
         gold, pred, _ = test_eval.predict(model)
         flat = [labels.encode(g) for g in gold], [labels.encode(p) for p in pred]
         confusion = confusion_matrix(np.concatenate(flat[0]), np.concatenate(flat[1]), labels=range(len(labels)))
-    curves = {k.removeprefix("train_"): v for k, v in result.history.items()
-              if k in ("train_loss", "val_loss", "val_accuracy", "val_f1", "val_macro_f1", "learning_rate")}
-    figures = {
-        "learning_curves": plots.learning_curves(
-            curves,
-            step_history={"train loss (per step)": (result.steps.get("step", []), result.steps.get("train_loss", []))},
-            title=f"{config.name}: {m.cell} {m.type}"),
-        "gradient_norms": plots.gradient_norms(result.steps.get("step", []), result.steps.get("grad_norm", []),
-                                                clip_norm=t.clip_norm),
-        "confusion_matrix": plots.confusion_matrix(confusion, labels.labels, title=f"{config.name}: test confusion"),
-    }
-    _log_figures(figures, work / "plots", tracker)
-    tracker.log_dict({"history": result.history, "steps": result.steps}, "history.json")
+    _log_training(config, result, tracker, work, ("val_accuracy", "val_f1", "val_macro_f1"), f"{m.cell} {m.type}",
+                  {"confusion_matrix": plots.confusion_matrix(confusion, labels.labels,
+                                                              title=f"{config.name}: test confusion")})
     tracker.log_dict({"valid": reports["valid"], "test": reports["test"],
                       "test_confusion": {"labels": labels.labels, "matrix": np.asarray(confusion).tolist()}},
                      "evaluation.json")
@@ -489,9 +497,7 @@ def train_seq2seq_model(config: RunConfig, data_dir: Path, *, strategy, tracker,
     from keras_models.evaluation import Seq2SeqEvaluator
     from keras_models.export import Seq2SeqExport, TextToIds
     from keras_models.training import ExampleData, Seq2SeqTask
-    from pipelines import plots
-    from preprocessing.input_fns import load_examples
-    from preprocessing.manifest import DataError, check_compatible, load_manifest, vocab_path
+    from preprocessing.manifest import check_compatible, load_manifest, vocab_path
     from preprocessing.vocab import Vocabulary
 
     t, d = config.training, config.decode
@@ -502,10 +508,7 @@ def train_seq2seq_model(config: RunConfig, data_dir: Path, *, strategy, tracker,
     for key in ("vocab", "target_vocab"):
         tracker.log_artifact(data_dir / manifest[key]["path"], "data/vocab")
     tracker.log_artifact(data_dir / "manifest.json", "data")
-    examples = {split: load_examples(data_dir, split) for split in ("train", "valid", "test")}
-    for split, ex in examples.items():
-        if not len(ex):
-            raise DataError(f"{data_dir}: the {split} split is empty; check data.split and rejected/")
+    examples = _load_splits(data_dir)
     tracker.log_params({"data.fingerprint": manifest["fingerprint"], "data.train_examples": len(examples["train"]),
                         "data.source_vocab_size": len(source_vocab), "data.target_vocab_size": len(target_vocab),
                         "run.key": work.name, "run.replicas": strategy.num_replicas_in_sync})
@@ -552,11 +555,8 @@ def train_seq2seq_model(config: RunConfig, data_dir: Path, *, strategy, tracker,
                     metrics[f"{prefix}_{k}"] = v
                 elif k not in ("loss", "perplexity", "sources"):
                     metrics[f"{prefix}_{name}_{k}"] = v
-    metrics["epochs_completed"] = result.epochs_completed
-    log.info("evaluation: %s", ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
-    tracker.log_metrics(metrics, step=result.epochs_completed + 1)
-
-    if not tracker.enabled:
+    _log_final_metrics(metrics, result, tracker)
+    if not tracker.enabled:  # a non-chief worker: the chief exports, plots, logs and registers
         return RunResult(run_key=work.name, data_dir=str(data_dir), mlflow_run_id=None, metrics=metrics, sample="",
                          model_path="", resumed_from_step=result.resumed_from_step)
 
@@ -572,21 +572,12 @@ def train_seq2seq_model(config: RunConfig, data_dir: Path, *, strategy, tracker,
     model_path = model_dir / "seq2seq.keras"
     export.save(model_path)
 
-    curves = {k.removeprefix("train_"): v for k, v in result.history.items()
-              if k in ("train_loss", "val_loss", "val_wer", "val_per", "learning_rate")}
-    figures = {
-        "learning_curves": plots.learning_curves(
-            curves,
-            step_history={"train loss (per step)": (result.steps.get("step", []), result.steps.get("train_loss", []))},
-            title=f"{config.name}: {config.model.cell} encoder-decoder, {config.model.attention} attention"),
-        "gradient_norms": plots.gradient_norms(result.steps.get("step", []), result.steps.get("grad_norm", []),
-                                                clip_norm=t.clip_norm),
-    }
+    extra = {}
     if samples:
-        figures["attention_final"] = _attention_figure(model, val_greedy, samples, source_vocab,
-                                                       f"{config.name}: final model")
-    _log_figures(figures, work / "plots", tracker)
-    tracker.log_dict({"history": result.history, "steps": result.steps}, "history.json")
+        extra["attention_final"] = _attention_figure(model, val_greedy, samples, source_vocab,
+                                                     f"{config.name}: final model")
+    _log_training(config, result, tracker, work, ("val_wer", "val_per"),
+                  f"{config.model.cell} encoder-decoder, {config.model.attention} attention", extra)
 
     out = RunResult(run_key=work.name, data_dir=str(data_dir), mlflow_run_id=tracker.run_id, metrics=metrics,
                     sample=sample, model_path=str(model_path), resumed_from_step=result.resumed_from_step)
