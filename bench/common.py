@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -9,6 +10,17 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+
+
+def training_parser(doc: str, config_help: str) -> argparse.ArgumentParser:
+    """The arguments every training benchmark takes: the config, ``--set`` overrides, ``--output``, ``--keep``."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", help=config_help)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override (repeatable), e.g. --set training.epochs=1")
+    parser.add_argument("--output", help="write the results as JSON here")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (default: a temp dir)")
+    return parser
 
 
 def machine() -> str:

@@ -14,13 +14,12 @@ with the config's beam. Examples::
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import time
 from pathlib import Path
 
-from common import machine, train_timed, write_report
+from common import machine, train_timed, training_parser, write_report
 
 ANCHORS = {True: ("Phonetisaurus 8-gram, current CMUdict, stress removed", 0.333, 0.30),
            False: ("Phonetisaurus 8-gram, current CMUdict, stress kept", 0.405, 0.37)}
@@ -43,11 +42,8 @@ def decoding_speed(model_path: str, words: list[str], beam_size: int, batch_size
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", help="configs/cmudict_g2p.yaml or configs/cmudict_g2p_nostress.yaml")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser = training_parser(__doc__, "configs/cmudict_g2p.yaml or configs/cmudict_g2p_nostress.yaml")
     parser.add_argument("--speed-words", type=int, default=2000, help="test words timed for decoding speed")
-    parser.add_argument("--output", help="write the results as JSON here")
     args = parser.parse_args(argv)
 
     config, result, timings = train_timed(args.config, args.overrides, keep=True)
@@ -62,7 +58,8 @@ def main(argv=None) -> int:
         speed = {"greedy_words_per_s": round(decoding_speed(result.model_path, words, 1), 1),
                  f"beam{beam}_words_per_s": round(decoding_speed(result.model_path, words, beam), 1)}
     finally:
-        shutil.rmtree(Path(config.resolved_work_dir).parent, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(Path(config.resolved_work_dir).parent, ignore_errors=True)
     m, metrics = config.model, result.metrics
     name, anchor, target = ANCHORS[config.data.remove_stress]
     beam_key = f"test_beam{config.decode.beam_size}_wer"

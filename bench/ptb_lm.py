@@ -9,10 +9,9 @@ published anchor for the config. Example:
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from common import machine, train_timed, write_report
+from common import machine, train_timed, training_parser, write_report
 
 ANCHORS = {
     "lstm": ("Zaremba et al. 2014, small (2x200 LSTM)", 114.5),
@@ -22,13 +21,7 @@ ANCHORS = {
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", help="a PTB run config, e.g. configs/ptb_small.yaml")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override (repeatable), e.g. --set training.epochs=1")
-    parser.add_argument("--output", help="write the results as JSON here")
-    parser.add_argument("--keep", action="store_true", help="keep the work directory (default: a temp dir)")
-    args = parser.parse_args(argv)
+    args = training_parser(__doc__, "a PTB run config, e.g. configs/ptb_small.yaml").parse_args(argv)
 
     config, result, timings = train_timed(args.config, args.overrides, keep=args.keep)
     anchor_name, anchor = ANCHORS[config.model.cell]

@@ -11,22 +11,16 @@ whether the model beats it. Example::
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-from common import machine, train_timed, write_report
+from common import machine, train_timed, training_parser, write_report
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", help="a tagging or classification run config")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override (repeatable), e.g. --set model.use_crf=false")
+    parser = training_parser(__doc__, "a tagging or classification run config")
     parser.add_argument("--baseline", help="a bench/baselines.py result to compare with")
-    parser.add_argument("--output", help="write the results as JSON here")
-    parser.add_argument("--keep", action="store_true", help="keep the work directory (default: a temp dir)")
     args = parser.parse_args(argv)
 
     config, result, timings = train_timed(args.config, args.overrides, keep=args.keep)
