@@ -170,6 +170,12 @@ def test_greedy_stops_early_and_caps_at_max_length():
     np.testing.assert_array_equal(lengths, [5])
 
 
+def _beam(model, batch, beam_size, max_length, length_penalty):
+    """``beam_search`` of ``model`` from its initial state for ``batch`` rows."""
+    return beam_search(model.step, model.initial_state(batch), beam_size=beam_size, bos_id=BOS, eos_id=EOS,
+                       max_length=max_length, length_penalty=length_penalty)
+
+
 @pytest.mark.parametrize("kind", ["bigram", "stateful"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_beam_size_1_equals_greedy(kind, seed):
@@ -178,15 +184,7 @@ def test_beam_size_1_equals_greedy(kind, seed):
     g_tokens, g_lengths = greedy_search(
         model.step, model.initial_state(batch), bos_id=BOS, eos_id=EOS, max_length=max_length
     )
-    b_tokens, b_scores, b_lengths = beam_search(
-        model.step,
-        model.initial_state(batch),
-        beam_size=1,
-        bos_id=BOS,
-        eos_id=EOS,
-        max_length=max_length,
-        length_penalty=0.0,
-    )
+    b_tokens, b_scores, b_lengths = _beam(model, batch, 1, max_length, 0.0)
     assert b_tokens.shape[:2] == (batch, 1)
     np.testing.assert_array_equal(b_tokens[:, 0], g_tokens)
     np.testing.assert_array_equal(b_lengths[:, 0], g_lengths)
@@ -199,15 +197,7 @@ def test_exhaustive_beam_equals_brute_force(kind, length_penalty):
     vocab, max_length, batch = 4, 3, 2
     beam = vocab * (vocab - 1) ** (max_length - 1)  # every continuation at every step: 36
     model = _bigram(3, vocab) if kind == "bigram" else Stateful(4, vocab, batch)
-    tokens, scores, lengths = beam_search(
-        model.step,
-        model.initial_state(batch),
-        beam_size=beam,
-        bos_id=BOS,
-        eos_id=EOS,
-        max_length=max_length,
-        length_penalty=length_penalty,
-    )
+    tokens, scores, lengths = _beam(model, batch, beam, max_length, length_penalty)
     assert tokens.shape == (batch, beam, max_length) and scores.dtype == tf.float32
     for b in range(batch):
         ranked = sorted(
@@ -227,15 +217,7 @@ def test_small_beam_hypotheses_are_consistent(kind, length_penalty):
     """Sorted, distinct, stopped at the first eos, padded with 0, scores = recomputed normalized log p."""
     vocab, max_length, batch, beam = 6, 6, 3, 4
     model = _bigram(5, vocab, scale=1.5) if kind == "bigram" else Stateful(6, vocab, batch)
-    tokens, scores, lengths = beam_search(
-        model.step,
-        model.initial_state(batch),
-        beam_size=beam,
-        bos_id=BOS,
-        eos_id=EOS,
-        max_length=max_length,
-        length_penalty=length_penalty,
-    )
+    tokens, scores, lengths = _beam(model, batch, beam, max_length, length_penalty)
     assert tokens.shape[:2] == (batch, beam) and tokens.shape[2] == int(np.max(lengths))
     _check_hypotheses(model, tokens, scores, lengths, max_length, length_penalty)
 

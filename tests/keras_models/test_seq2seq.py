@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from keras_models.seq2seq import Seq2SeqModel
 from preprocessing.vocab import BOS_ID, EOS_ID
+from requires import fit_loss_sum
 
 SRC_VOCAB, TGT_VOCAB = 13, 11
 SRC_LENGTHS = [5, 3, 1, 4]
@@ -211,19 +212,7 @@ def test_fit_learns_to_copy():
     model = Seq2SeqModel(10, 10, cell="gru", encoder_layers=1, embedding_dim=16, hidden_dim=16, seed=0)
     optimizer = keras.optimizers.Adam(0.02)
     inputs = _inputs(source, target_in)
-
-    @tf.function  # XLA is tested above; compiling the gradient too would triple this test's time
-    def step(x, y):
-        with tf.GradientTape() as tape:
-            loss, count = model.loss_sum(x, y, training=True)
-            mean = loss / count
-        grads = tape.gradient(mean, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return mean
-
-    first = float(step(inputs, target_out))
-    for _ in range(80):
-        last = float(step(inputs, target_out))
+    first, last = fit_loss_sum(model, optimizer, inputs, target_out, steps=80)  # XLA is tested above
     print(f"copy task: mean loss {first:.3f} -> {last:.3f}")
     assert last < 0.2 * first, (first, last)
     predicted = np.asarray(model(inputs)).argmax(-1)

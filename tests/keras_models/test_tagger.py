@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from keras_models.tagger import RNNTagger
+from requires import fit_loss_sum
 
 VOCAB, TAGS, CHARS, T, C = 11, 4, 7, 5, 4
 LENGTHS = [5, 3, 1, 4]
@@ -175,19 +176,7 @@ def test_fit_learns_id_parity(use_crf):
     model = RNNTagger(VOCAB, 2, cell="gru", embedding_dim=8, hidden_dim=8, use_crf=use_crf, seed=0)
     optimizer = keras.optimizers.Adam(0.05)
     model(ids)
-
-    @tf.function
-    def step(x, y):
-        with tf.GradientTape() as tape:
-            loss, count = model.loss_sum(x, y, training=True)
-            mean = loss / count
-        grads = tape.gradient(mean, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return mean
-
-    first = float(step(ids, tags))
-    for _ in range(40):
-        last = float(step(ids, tags))
+    first, last = fit_loss_sum(model, optimizer, ids, tags, steps=40)
     print(f"use_crf={use_crf}: mean loss {first:.3f} -> {last:.3f}")
     assert last < 0.2 * first, (first, last)
     accuracy = (np.asarray(model.predict_tags(ids)) == tags)[ids != 0].mean()

