@@ -141,16 +141,22 @@ class _CellBase(keras.layers.Layer):
             matmul.
         """
         inputs = ops.convert_to_tensor(inputs)
+        kernel = self._read(self.kernel)
         if len(inputs.shape) == 2:
-            z = ops.matmul(inputs, self.kernel)
+            z = ops.matmul(inputs, kernel)
         else:
             lead = ops.shape(inputs)[:-1]
             flat = ops.reshape(inputs, (-1, inputs.shape[-1]))
-            z = ops.matmul(flat, self.kernel)
+            z = ops.matmul(flat, kernel)
             z = ops.reshape(z, (*lead, self.num_gates * self.units))
         if self.use_bias:
-            z = z + self.bias
+            z = z + self._read(self.bias)
         return z
+
+    def _read(self, variable):
+        """``variable`` in the compute dtype: what a layer call's autocast gives, also when a public
+        method (``project_inputs``, ``recurrent_weights``) is called directly under mixed precision."""
+        return ops.cast(variable, self.compute_dtype)
 
     def recurrent_weights(self):
         """The recurrent weights as `step` uses them, read (and sliced) once.
@@ -159,7 +165,7 @@ class _CellBase(keras.layers.Layer):
         to every `step(..., weights=...)`, so that the variable reads, casts
         and slices (and their gradients) are not repeated per step.
         """
-        return (ops.convert_to_tensor(self.recurrent_kernel),)
+        return (self._read(self.recurrent_kernel),)
 
     def step(self, projected_t, states, training=False, recurrent_mask=None, weights=None):
         """The recurrent part of one time step.
@@ -424,7 +430,7 @@ class GRUCell(_CellBase):
     num_gates = 3
 
     def recurrent_weights(self):
-        u = ops.convert_to_tensor(self.recurrent_kernel)
+        u = self._read(self.recurrent_kernel)
         return u[:, : 2 * self.units], u[:, 2 * self.units :]  # U_zr, U_h
 
     def step(self, projected_t, states, training=False, recurrent_mask=None, weights=None):

@@ -24,8 +24,6 @@ through :meth:`Seq2SeqModel.step_fn` for greedy or beam search.
 
 from __future__ import annotations
 
-import contextlib
-
 import keras
 import tensorflow as tf
 from keras import ops
@@ -34,11 +32,6 @@ from keras_models.attention import Attention
 from keras_models.cells import get_cell
 from keras_models.tagger import bidirectional_recurrent
 from preprocessing.vocab import BOS_ID, EOS_ID, PAD_ID
-
-try:  # the autocast scope that Layer.__call__ opens (mixed precision); not public API in Keras 3
-    from keras.src.backend import AutocastScope as _AutocastScope
-except ImportError:  # pragma: no cover
-    _AutocastScope = None
 
 __all__ = ["Seq2SeqModel", "BOS_ID", "EOS_ID", "PAD_ID"]
 
@@ -266,16 +259,6 @@ class Seq2SeqModel(keras.Model):
         self.output_layer.build((None, units))
         self.built = True
 
-    def _autocast(self):
-        """The autocast scope of ``Layer.__call__``, for the public methods called directly.
-
-        Under mixed precision the cells' variables must be read in the compute dtype, as inside a
-        layer call; without it ``decode_step`` would return float32 states from float16 ones.
-        """
-        if _AutocastScope is None or self.compute_dtype == self.variable_dtype:
-            return contextlib.nullcontext()
-        return _AutocastScope(self.compute_dtype)
-
     # -- encoder --------------------------------------------------------------------------------
     def encode(self, source_ids, training=None):
         """Runs the encoder once over a batch of sources.
@@ -291,26 +274,25 @@ class Seq2SeqModel(keras.Model):
             ``[batch, 2 * hidden_dim]`` (the last layer's final forward and backward hidden
             states, the input of the bridge).
         """
-        with self._autocast():
-            source_ids = ops.convert_to_tensor(source_ids)
-            mask = ops.not_equal(source_ids, PAD_ID)
-            x = self.source_embedding(source_ids)
-            for dropout, layer in zip(self.encoder_dropouts, self.encoder_rnns):
-                x = dropout(x, training=training)
-                x = layer(x, mask=mask, training=training)
-            memory = x
-            h = self.hidden_dim
-            # The forward direction's final state is its output at the last real position (0 for
-            # an empty source, whose memory is all zeros); the backward one is at position 0.
-            last = ops.maximum(ops.sum(ops.cast(mask, "int32"), axis=1) - 1, 0)
-            forward = ops.take_along_axis(memory[:, :, :h], last[:, None, None], axis=1)[:, 0]
-            backward = memory[:, 0, h:]
-            return {
-                "memory": memory,
-                "mask": mask,
-                "prepared_keys": self.attention.prepare_keys(memory),
-                "state": ops.concatenate([forward, backward], axis=-1),
-            }
+        source_ids = ops.convert_to_tensor(source_ids)
+        mask = ops.not_equal(source_ids, PAD_ID)
+        x = self.source_embedding(source_ids)
+        for dropout, layer in zip(self.encoder_dropouts, self.encoder_rnns):
+            x = dropout(x, training=training)
+            x = layer(x, mask=mask, training=training)
+        memory = x
+        h = self.hidden_dim
+        # The forward direction's final state is its output at the last real position (0 for
+        # an empty source, whose memory is all zeros); the backward one is at position 0.
+        last = ops.maximum(ops.sum(ops.cast(mask, "int32"), axis=1) - 1, 0)
+        forward = ops.take_along_axis(memory[:, :, :h], last[:, None, None], axis=1)[:, 0]
+        backward = memory[:, 0, h:]
+        return {
+            "memory": memory,
+            "mask": mask,
+            "prepared_keys": self.attention.prepare_keys(memory),
+            "state": ops.concatenate([forward, backward], axis=-1),
+        }
 
     def initial_decoder_state(self, encoded):
         """The decoder's state before the first target token.
@@ -323,14 +305,13 @@ class Seq2SeqModel(keras.Model):
             states from the bridge and zeros for the previous attentional vector, every tensor
             ``[batch, decoder_dim]`` in the compute dtype.
         """
-        with self._autocast():
-            bridged = self.bridge(encoded["state"])
-            parts = ops.split(bridged, sum(self._state_counts()), axis=-1)
-            layers, start = [], 0
-            for count in self._state_counts():
-                layers.append(list(parts[start : start + count]))
-                start += count
-            return {"layers": layers, "attentional": ops.zeros_like(parts[0])}
+        bridged = self.bridge(encoded["state"])
+        parts = ops.split(bridged, sum(self._state_counts()), axis=-1)
+        layers, start = [], 0
+        for count in self._state_counts():
+            layers.append(list(parts[start : start + count]))
+            start += count
+        return {"layers": layers, "attentional": ops.zeros_like(parts[0])}
 
     # -- decoder --------------------------------------------------------------------------------
     def dropout_masks(self, batch_size, training=False, steps=None):
@@ -407,17 +388,16 @@ class Seq2SeqModel(keras.Model):
             ``(logits [N, target_vocab_size] float32, new_state, attention_weights [N, S] float32)``.
         """
         training = bool(training)
-        with self._autocast():
-            prev_tokens = ops.cast(prev_tokens, "int32")
-            if dropout_masks is None:
-                dropout_masks = self.dropout_masks(ops.shape(prev_tokens)[0], training)
-            embedded = self.target_embedding(prev_tokens)
-            if dropout_masks["embedding"] is not None:
-                embedded = embedded * dropout_masks["embedding"]
-            attentional, new_state, attention = self._core_step(
-                embedded, state, encoded, training, dropout_masks
-            )
-            return ops.cast(self.output_layer(attentional), "float32"), new_state, attention
+        prev_tokens = ops.cast(prev_tokens, "int32")
+        if dropout_masks is None:
+            dropout_masks = self.dropout_masks(ops.shape(prev_tokens)[0], training)
+        embedded = self.target_embedding(prev_tokens)
+        if dropout_masks["embedding"] is not None:
+            embedded = embedded * dropout_masks["embedding"]
+        attentional, new_state, attention = self._core_step(
+            embedded, state, encoded, training, dropout_masks
+        )
+        return ops.cast(self.output_layer(attentional), "float32"), new_state, attention
 
     # -- search interface -----------------------------------------------------------------------
     def search_state(self, encoded):
@@ -583,10 +563,9 @@ class Seq2SeqModel(keras.Model):
         ``target_out[b, t]`` from ``target_in[b, :t + 1]`` (0 at source padding), e.g. for
         alignment plots.
         """
-        with self._autocast():
-            _, attention = self._teacher_forcing(
-                {"source_ids": source_ids, "target_in": target_in}, False, None, return_attention=True
-            )
+        _, attention = self._teacher_forcing(
+            {"source_ids": source_ids, "target_in": target_in}, False, None, return_attention=True
+        )
         return attention
 
     def get_config(self):
