@@ -7,14 +7,9 @@ from keras import ops
 
 from keras_models.cells import get_cell
 from keras_models.pooling import POOLING_MODES, bidirectional_last, masked_pooling
-from keras_models.recurrent import Recurrent
-from keras_models.tagger import bidirectional_recurrent
+from keras_models.recurrent import Recurrent, bidirectional_recurrent, offset_seed
 
 __all__ = ["RNNClassifier"]
-
-
-def _seed(seed, offset):
-    return None if seed is None else seed + offset
 
 
 @keras.saving.register_keras_serializable(package="rnnflow")
@@ -109,14 +104,14 @@ class RNNClassifier(keras.Model):
         if bidirectional:
             self.recurrent_layers = [
                 bidirectional_recurrent(
-                    cell, hidden_dim, seed=_seed(seed, 2 * i), name=f"bi{cell}_{i}", **cell_kwargs
+                    cell, hidden_dim, seed=offset_seed(seed, 2 * i), name=f"bi{cell}_{i}", **cell_kwargs
                 )
                 for i in range(num_layers)
             ]
         else:
             self.recurrent_layers = [
                 Recurrent(
-                    get_cell(cell, hidden_dim, seed=_seed(seed, 2 * i), **cell_kwargs),
+                    get_cell(cell, hidden_dim, seed=offset_seed(seed, 2 * i), **cell_kwargs),
                     return_sequences=True,
                     zero_output_for_mask=True,
                     name=f"{cell}_{i}",
@@ -126,7 +121,7 @@ class RNNClassifier(keras.Model):
         # Embeddings, between recurrent layers, the pooled vector, after every hidden MLP layer.
         n_dropouts = num_layers + 1 + len(self.mlp_dims)
         self.dropouts = [
-            keras.layers.Dropout(dropout, seed=_seed(seed, 100 + i), name=f"dropout_{i}")
+            keras.layers.Dropout(dropout, seed=offset_seed(seed, 100 + i), name=f"dropout_{i}")
             for i in range(n_dropouts)
         ]
         self.mlp_layers = [

@@ -15,7 +15,9 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-__all__ = ["Recurrent"]
+from keras_models.cells import get_cell
+
+__all__ = ["Recurrent", "bidirectional_recurrent", "offset_seed"]
 
 
 @keras.saving.register_keras_serializable(package="rnnflow")
@@ -256,3 +258,54 @@ class Recurrent(keras.layers.Layer):
         config = dict(config)
         cell = keras.saving.deserialize_keras_object(config.pop("cell"))
         return cls(cell, **config)
+
+
+def offset_seed(seed, offset):
+    """``seed + offset``, or ``None`` for an unseeded layer: distinct dropout seeds for sub-layers."""
+    return None if seed is None else seed + offset
+
+
+def bidirectional_recurrent(
+    cell,
+    units,
+    return_sequences=True,
+    seed=None,
+    name=None,
+    **cell_kwargs,
+):
+    """``keras.layers.Bidirectional`` over two ``Recurrent`` layers of fresh ``cell`` cells.
+
+    The backward layer is made here rather than copied by ``Bidirectional`` so that the two
+    directions get different dropout seeds (``seed`` and ``seed + 1``); a copy would draw the same
+    dropout masks in both directions. Masked steps output zeros in sequences
+    (``zero_output_for_mask``, which ``Bidirectional`` forces anyway), and with
+    ``return_sequences=False`` each direction returns its output at its last real step.
+
+    Args:
+        cell: ``"lstm"``, ``"gru"`` or ``"rnn"``.
+        units: units of each direction (the output has ``2 * units`` features, forward first).
+        return_sequences: ``[batch, time, 2 * units]`` if True, else ``[batch, 2 * units]``.
+        seed: seed of the forward cell's dropout masks (``seed + 1`` for the backward cell).
+        name: name of the ``Bidirectional`` layer.
+        **cell_kwargs: further cell arguments (``recurrent_dropout``, ``activation``, ...).
+
+    Example:
+
+    >>> layer = bidirectional_recurrent("gru", 4)
+    >>> tuple(layer(np.zeros((2, 5, 3), "float32")).shape)
+    (2, 5, 8)
+    """
+    name = name or f"bi{cell}"
+
+    def make(offset, go_backwards, prefix):
+        return Recurrent(
+            get_cell(cell, units, seed=offset_seed(seed, offset), **cell_kwargs),
+            return_sequences=return_sequences,
+            go_backwards=go_backwards,
+            zero_output_for_mask=return_sequences,
+            name=f"{prefix}_{name}",
+        )
+
+    return keras.layers.Bidirectional(
+        make(0, False, "forward"), backward_layer=make(1, True, "backward"), name=name
+    )

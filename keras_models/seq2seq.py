@@ -4,7 +4,7 @@ The architecture of Luong, Pham & Manning (2015) over any of our cells, with a b
 as in Bahdanau et al. (2015):
 
 - **Encoder**: source embeddings → stacked bidirectional recurrent layers
-  (:func:`keras_models.tagger.bidirectional_recurrent`) → the memory ``[B, S, 2H]`` attended over
+  (:func:`keras_models.recurrent.bidirectional_recurrent`) → the memory ``[B, S, 2H]`` attended over
   (zeros at padding). The last real forward output and the backward output at position 0 (the two
   directions' final hidden states) are concatenated ``[B, 2H]``.
 - **Bridge**: ``Dense(tanh)`` of that summary gives every decoder layer its initial state(s)
@@ -30,16 +30,12 @@ from keras import ops
 
 from keras_models.attention import Attention
 from keras_models.cells import get_cell
-from keras_models.tagger import bidirectional_recurrent
+from keras_models.recurrent import bidirectional_recurrent, offset_seed
 from preprocessing.vocab import BOS_ID, EOS_ID, PAD_ID
 
 __all__ = ["Seq2SeqModel", "BOS_ID", "EOS_ID", "PAD_ID"]
 
 _SCORES = ("dot", "bilinear", "additive")
-
-
-def _seed(seed, offset):
-    return None if seed is None else seed + offset
 
 
 @keras.saving.register_keras_serializable(package="rnnflow")
@@ -189,12 +185,12 @@ class Seq2SeqModel(keras.Model):
             source_vocab_size, embedding_dim, name="source_embedding"
         )
         self.encoder_dropouts = [
-            keras.layers.Dropout(self.dropout, seed=_seed(seed, 100 + i), name=f"encoder_dropout_{i}")
+            keras.layers.Dropout(self.dropout, seed=offset_seed(seed, 100 + i), name=f"encoder_dropout_{i}")
             for i in range(encoder_layers)
         ]
         self.encoder_rnns = [
             bidirectional_recurrent(
-                cell, hidden_dim, seed=_seed(seed, 2 * i), name=f"encoder_bi{cell}_{i}", **cell_kwargs
+                cell, hidden_dim, seed=offset_seed(seed, 2 * i), name=f"encoder_bi{cell}_{i}", **cell_kwargs
             )
             for i in range(encoder_layers)
         ]
@@ -204,7 +200,7 @@ class Seq2SeqModel(keras.Model):
                 cell,
                 decoder_units,
                 dropout=self.dropout if i > 0 else 0.0,  # layer 0's input is dropped by hand
-                seed=_seed(seed, 200 + i),
+                seed=offset_seed(seed, 200 + i),
                 name=f"decoder_{cell}_{i}",
                 **cell_kwargs,
             )
@@ -226,7 +222,7 @@ class Seq2SeqModel(keras.Model):
             decoder_units, activation="tanh", use_bias=False, name="attentional"
         )
         self.output_layer = keras.layers.Dense(target_vocab_size, dtype="float32", name="logits")
-        self.seed_generator = keras.random.SeedGenerator(_seed(seed, 300), name="seed_generator")
+        self.seed_generator = keras.random.SeedGenerator(offset_seed(seed, 300), name="seed_generator")
         # Every shape is known from the arguments: build now, so that encode / decode_step work
         # before any call and loading restores the weights directly.
         self.build()

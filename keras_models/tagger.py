@@ -5,60 +5,9 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_models.cells import get_cell
-from keras_models.recurrent import Recurrent
+from keras_models.recurrent import bidirectional_recurrent, offset_seed
 
-__all__ = ["RNNTagger", "bidirectional_recurrent"]
-
-
-def _seed(seed, offset):
-    return None if seed is None else seed + offset
-
-
-def bidirectional_recurrent(
-    cell,
-    units,
-    return_sequences=True,
-    seed=None,
-    name=None,
-    **cell_kwargs,
-):
-    """``keras.layers.Bidirectional`` over two ``Recurrent`` layers of fresh ``cell`` cells.
-
-    The backward layer is made here rather than copied by ``Bidirectional`` so that the two
-    directions get different dropout seeds (``seed`` and ``seed + 1``); a copy would draw the same
-    dropout masks in both directions. Masked steps output zeros in sequences
-    (``zero_output_for_mask``, which ``Bidirectional`` forces anyway), and with
-    ``return_sequences=False`` each direction returns its output at its last real step.
-
-    Args:
-        cell: ``"lstm"``, ``"gru"`` or ``"rnn"``.
-        units: units of each direction (the output has ``2 * units`` features, forward first).
-        return_sequences: ``[batch, time, 2 * units]`` if True, else ``[batch, 2 * units]``.
-        seed: seed of the forward cell's dropout masks (``seed + 1`` for the backward cell).
-        name: name of the ``Bidirectional`` layer.
-        **cell_kwargs: further cell arguments (``recurrent_dropout``, ``activation``, ...).
-
-    Example:
-
-    >>> layer = bidirectional_recurrent("gru", 4)
-    >>> tuple(layer(np.zeros((2, 5, 3), "float32")).shape)
-    (2, 5, 8)
-    """
-    name = name or f"bi{cell}"
-
-    def make(offset, go_backwards, prefix):
-        return Recurrent(
-            get_cell(cell, units, seed=_seed(seed, offset), **cell_kwargs),
-            return_sequences=return_sequences,
-            go_backwards=go_backwards,
-            zero_output_for_mask=return_sequences,
-            name=f"{prefix}_{name}",
-        )
-
-    return keras.layers.Bidirectional(
-        make(0, False, "forward"), backward_layer=make(1, True, "backward"), name=name
-    )
+__all__ = ["RNNTagger"]
 
 
 @keras.saving.register_keras_serializable(package="rnnflow")
@@ -161,17 +110,17 @@ class RNNTagger(keras.Model):
                 char_vocab_size, char_embedding_dim, name="char_embedding"
             )
             self.char_encoder = bidirectional_recurrent(
-                cell, char_hidden_dim, return_sequences=False, seed=_seed(seed, 50),
+                cell, char_hidden_dim, return_sequences=False, seed=offset_seed(seed, 50),
                 name=f"char_bi{cell}", **cell_kwargs,
             )
         self.recurrent_layers = [
             bidirectional_recurrent(
-                cell, hidden_dim, seed=_seed(seed, 2 * i), name=f"bi{cell}_{i}", **cell_kwargs
+                cell, hidden_dim, seed=offset_seed(seed, 2 * i), name=f"bi{cell}_{i}", **cell_kwargs
             )
             for i in range(num_layers)
         ]
         self.dropouts = [
-            keras.layers.Dropout(dropout, seed=_seed(seed, 100 + i), name=f"dropout_{i}")
+            keras.layers.Dropout(dropout, seed=offset_seed(seed, 100 + i), name=f"dropout_{i}")
             for i in range(num_layers + 1)
         ]
         self.output_layer = keras.layers.Dense(num_tags, dtype="float32", name="tags")
