@@ -147,6 +147,7 @@ def _evaluate(args) -> int:
     from keras_models.export import Seq2SeqExport, SequenceTaggerExport, TextClassifierExport
     from pipelines.config import load_config
     from pipelines.prepare import prepare
+    from pipelines.run import make_evaluator
     from preprocessing.manifest import DataError, check_compatible, load_manifest
 
     config = load_config(args.config, args.overrides)
@@ -155,7 +156,6 @@ def _evaluate(args) -> int:
     manifest = load_manifest(data_dir)
     t = config.training
     if isinstance(model, Seq2SeqExport):
-        from keras_models.evaluation import Seq2SeqEvaluator
         from preprocessing.input_fns import load_examples
         from preprocessing.vocab import Vocabulary
 
@@ -163,12 +163,10 @@ def _evaluate(args) -> int:
         if Vocabulary.load(os.path.join(data_dir, manifest["target_vocab"]["path"])).tokens != model.target_vocab:
             raise DataError("the data's target vocabulary differs from the model's; evaluate on data prepared "
                             "with the model's config")
-        d = config.decode
-        scores = Seq2SeqEvaluator(load_examples(data_dir, args.split), model.target_vocab, t.eval_batch_size,
-                                  d.beam_size, d.max_length, d.length_penalty, config.data.dataset != "cmudict",
-                                  model.target_level)(model.seq2seq)
+        evaluator = make_evaluator(config, load_examples(data_dir, args.split), model.target_vocab,
+                                   target_level=model.target_level)
+        scores = evaluator(model.seq2seq)
     elif isinstance(model, (SequenceTaggerExport, TextClassifierExport)):
-        from keras_models.evaluation import ClassificationEvaluator, TaggingEvaluator
         from preprocessing.input_fns import load_examples
         from preprocessing.vocab import LabelSet
 
@@ -179,13 +177,9 @@ def _evaluate(args) -> int:
         if LabelSet.load(os.path.join(data_dir, manifest["labels"]["path"])).labels != names:
             raise DataError("the data's tag/label set differs from the model's; evaluate on data prepared "
                             "with the model's config")
-        if tagger:
-            examples = load_examples(data_dir, args.split, with_chars=bool(model.char_vocabulary))
-            evaluator = TaggingEvaluator(examples, names, config.data.tag_scheme, t.eval_batch_size, model.max_chars)
-            scores = evaluator(model.tagger)
-        else:
-            examples = load_examples(data_dir, args.split)
-            scores = ClassificationEvaluator(examples, names, t.eval_batch_size)(model.classifier)
+        examples = load_examples(data_dir, args.split, with_chars=tagger and bool(model.char_vocabulary))
+        evaluator = make_evaluator(config, examples, names, max_chars=model.max_chars if tagger else None)
+        scores = evaluator(model.tagger if tagger else model.classifier)
     else:
         from keras_models.training import StreamEvaluator
         from preprocessing.input_fns import bptt_layout, lm_token_stream

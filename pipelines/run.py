@@ -315,6 +315,28 @@ def _log_and_register(config: RunConfig, tracker, export_model, input_example, o
         log.info("promotion: %s", decision.reason)
 
 
+def make_evaluator(config: RunConfig, examples, names: list[str], *, max_chars: int | None = None,
+                   target_level: str = "word", beam_size: int | None = None):
+    """The evaluator of ``config``'s task (tagging, classification or seq2seq) over ``examples``.
+
+    ``names``: the tags, labels or target tokens in id order; ``max_chars``: the tagger's characters
+    per token; ``target_level``, ``beam_size`` (default ``decode.beam_size``): for seq2seq.
+    """
+    from keras_models.evaluation import ClassificationEvaluator, Seq2SeqEvaluator, TaggingEvaluator
+
+    t, task = config.training, config.data.task
+    if task == "tagging":
+        return TaggingEvaluator(examples, names, config.data.tag_scheme, t.eval_batch_size, max_chars)
+    if task == "classification":
+        return ClassificationEvaluator(examples, names, t.eval_batch_size)
+    if task == "seq2seq":
+        d = config.decode
+        return Seq2SeqEvaluator(examples, names, t.eval_batch_size, d.beam_size if beam_size is None else beam_size,
+                                d.max_length, d.length_penalty, text_metrics=config.data.dataset != "cmudict",
+                                target_level=target_level)
+    raise ValueError(f"no example evaluator for task {task!r}")
+
+
 def build_sequence_model(config: RunConfig, vocab_size: int, num_labels: int, char_vocab_size: int = 0):
     """The tagger or classifier of ``config.model`` (built)."""
     m = config.model
@@ -353,7 +375,6 @@ def train_sequence_model(config: RunConfig, data_dir: Path, *, strategy, tracker
     import keras
     import tensorflow as tf
 
-    from keras_models.evaluation import ClassificationEvaluator, TaggingEvaluator
     from keras_models.export import SequenceTaggerExport, TextClassifierExport, TextToIds
     from keras_models.training import ClassificationTask, ExampleData, TaggingTask
     from pipelines import plots
@@ -378,15 +399,8 @@ def train_sequence_model(config: RunConfig, data_dir: Path, *, strategy, tracker
                         "run.replicas": strategy.num_replicas_in_sync})
 
     keras.utils.set_random_seed(t.seed)
-    scheme = config.data.tag_scheme
-
-    def evaluator(split):
-        if task == "tagging":
-            return TaggingEvaluator(examples[split], labels.labels, scheme, t.eval_batch_size,
-                                    m.max_chars_per_token, jit_compile=False)
-        return ClassificationEvaluator(examples[split], labels.labels, t.eval_batch_size, jit_compile=False)
-
-    evaluators = {split: evaluator(split) for split in ("valid", "test")}
+    evaluators = {split: make_evaluator(config, examples[split], labels.labels, max_chars=m.max_chars_per_token)
+                  for split in ("valid", "test")}
     trainer = _trainer(
         config, strategy, tracker, work,
         build_model=lambda: build_sequence_model(config, len(vocab), len(labels), len(char_vocab) if char_vocab else 0),
@@ -494,7 +508,6 @@ def train_seq2seq_model(config: RunConfig, data_dir: Path, *, strategy, tracker,
     import keras
     import tensorflow as tf
 
-    from keras_models.evaluation import Seq2SeqEvaluator
     from keras_models.export import Seq2SeqExport, TextToIds
     from keras_models.training import ExampleData, Seq2SeqTask
     from preprocessing.manifest import check_compatible, load_manifest, vocab_path
@@ -514,11 +527,10 @@ def train_seq2seq_model(config: RunConfig, data_dir: Path, *, strategy, tracker,
                         "run.key": work.name, "run.replicas": strategy.num_replicas_in_sync})
     keras.utils.set_random_seed(t.seed)
     target_level = manifest["target_tokenizer"]["level"]
-    text_metrics = config.data.dataset != "cmudict"
 
     def evaluator(split, beam_size):
-        return Seq2SeqEvaluator(examples[split], target_vocab.tokens, t.eval_batch_size, beam_size, d.max_length,
-                                d.length_penalty, text_metrics, target_level)
+        return make_evaluator(config, examples[split], target_vocab.tokens, target_level=target_level,
+                              beam_size=beam_size)
 
     val_greedy = evaluator("valid", 1)
     samples = val_greedy.sources[: d.attention_samples]
