@@ -190,6 +190,19 @@ def _joined(block: list[tuple[int, bytes]]) -> bytes:
     return b"\n".join(raw for _, raw in block)
 
 
+def _tagged_sentences(blocks, parse) -> Iterator[Item]:
+    """Examples ``{"tokens", "tags"}`` or rejections from sentence blocks; ``parse(block)`` returns
+    ``(tokens, tags)`` or ``(line_number, reason, detail)``."""
+    for item, block in enumerate(blocks):
+        result = parse(block)
+        if len(result) == 3:
+            number, reason, detail = result
+            yield _reject(number, item, reason, detail, _joined(block))
+        else:
+            tokens, tags = result
+            yield {"line": block[0][0], "item": item, "tokens": tokens, "tags": tags}
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
@@ -245,18 +258,9 @@ def read_conllu(data: bytes, tag_column: str = "upos") -> Iterator[Item]:
     if tag_column not in CONLLU_TAG_COLUMNS:
         raise ValueError(f"tag_column must be one of {sorted(CONLLU_TAG_COLUMNS)}, got {tag_column!r}")
     tag_index = CONLLU_TAG_COLUMNS[tag_column]
-    item = 0
-    for block in _blocks(split_lines(data)):
-        if all(raw.startswith(b"#") for _, raw in block):
-            continue  # comments only: not a sentence
-        result = _conllu_sentence(block, tag_index, tag_column.upper())
-        if len(result) == 3:
-            number, reason, detail = result
-            yield _reject(number, item, reason, detail, _joined(block))
-        else:
-            tokens, tags = result
-            yield {"line": block[0][0], "item": item, "tokens": tokens, "tags": tags}
-        item += 1
+    # a block of comments only is not a sentence
+    blocks = (b for b in _blocks(split_lines(data)) if not all(raw.startswith(b"#") for _, raw in b))
+    yield from _tagged_sentences(blocks, lambda block: _conllu_sentence(block, tag_index, tag_column.upper()))
 
 
 # ------------------------------------------------------------------------------------ columns
@@ -299,19 +303,10 @@ def read_columns(
             raise TypeError(f"{name} must be an int, got {value!r}")
     if separator is not None and (not isinstance(separator, str) or not separator):
         raise ValueError(f"separator must be None or a non-empty string, got {separator!r}")
-    item = 0
-    for block in _blocks(split_lines(data)):
-        block = [(number, raw) for number, raw in block if not raw.startswith(DOCSTART)]
-        if not block:
-            continue
-        result = _columns_sentence(block, token_column, tag_column, separator)
-        if len(result) == 3:
-            number, reason, detail = result
-            yield _reject(number, item, reason, detail, _joined(block))
-        else:
-            tokens, tags = result
-            yield {"line": block[0][0], "item": item, "tokens": tokens, "tags": tags}
-        item += 1
+    blocks = ([(n, raw) for n, raw in b if not raw.startswith(DOCSTART)] for b in _blocks(split_lines(data)))
+    yield from _tagged_sentences(
+        (b for b in blocks if b), lambda block: _columns_sentence(block, token_column, tag_column, separator)
+    )
 
 
 # -------------------------------------------------------------------------------------- jsonl
