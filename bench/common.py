@@ -55,6 +55,18 @@ def train_timed(config_path: str, overrides: list[str], keep: bool = False):
     return config, result, timings
 
 
+def metric_history(config, result, key: str) -> list[float]:
+    """``key`` after each epoch, read back from the run's MLflow store (the final evaluation, logged at
+    step ``epochs + 1``, left out); empty without a store."""
+    if not result.mlflow_run_id:
+        return []
+    from mlflow.tracking import MlflowClient
+
+    history = MlflowClient(config.tracking.tracking_uri).get_metric_history(result.mlflow_run_id, key)
+    epochs = int(result.metrics.get("epochs_completed", 0))
+    return [round(m.value, 4) for m in sorted(history, key=lambda m: m.step) if 1 <= m.step <= epochs]
+
+
 def write_report(report: dict, output: str | None) -> None:
     text = json.dumps(report, indent=2)
     print(text)

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import machine, train_timed, training_parser, write_report
+from common import machine, metric_history, train_timed, training_parser, write_report
 
 ANCHORS = {True: ("Phonetisaurus 8-gram, current CMUdict, stress removed", 0.333, 0.30),
            False: ("Phonetisaurus 8-gram, current CMUdict, stress kept", 0.405, 0.37)}
@@ -57,6 +57,7 @@ def main(argv=None) -> int:
         beam = config.decode.beam_size
         speed = {"greedy_words_per_s": round(decoding_speed(result.model_path, words, 1), 1),
                  f"beam{beam}_words_per_s": round(decoding_speed(result.model_path, words, beam), 1)}
+        history = {"val_wer_by_epoch": metric_history(config, result, "val_wer")}
     finally:
         if not args.keep:
             shutil.rmtree(Path(config.resolved_work_dir).parent, ignore_errors=True)
@@ -68,7 +69,7 @@ def main(argv=None) -> int:
         "model": f"{m.num_layers}x{m.hidden_dim} Bi{m.cell.upper()} encoder, {m.attention} attention",
         **timings, "epochs_completed": metrics.get("epochs_completed"),
         **{k: round(v, 4) for k, v in metrics.items() if k.startswith(("val_", "test_")) and isinstance(v, float)},
-        **speed,
+        **speed, **history,
         "anchor": f"{name}: WER {anchor:.1%}", "target": f"WER < {target:.0%}",
         "meets_target": min(metrics["test_wer"], metrics.get(beam_key, 1.0)) < target,
         "sample": result.sample, "machine": machine(),
