@@ -3,13 +3,14 @@ attention score, with training time and decoding speed.
 
 Trains the config (``rnnflow train``: prepare → train → evaluate valid/test with greedy and beam
 search), then times decoding of the test words with the exported model (raw strings in) greedily and
-with the config's beam. Examples::
+with the config's beam; records validation WER per epoch. Examples (docs/BENCHMARKS.md)::
 
+    # the shipped configs: additive attention, 10 epochs
     .venv/bin/python bench/g2p.py configs/cmudict_g2p_nostress.yaml --output bench/results/g2p_nostress_additive.json
-    .venv/bin/python bench/g2p.py configs/cmudict_g2p_nostress.yaml --set model.attention=bilinear \\
-        --output bench/results/g2p_nostress_bilinear.json
-    .venv/bin/python bench/g2p.py configs/cmudict_g2p_nostress.yaml --set model.attention=dot \\
-        --set model.decoder_dim=256 --output bench/results/g2p_nostress_dot.json
+    .venv/bin/python bench/g2p.py configs/cmudict_g2p.yaml --output bench/results/g2p_stress_additive.json
+    # the attention scores compared at 6 epochs
+    .venv/bin/python bench/g2p.py configs/cmudict_g2p_nostress.yaml --set training.epochs=6 \\
+        --set model.attention=bilinear --output bench/results/g2p_nostress_bilinear_6ep.json
 """
 
 from __future__ import annotations
