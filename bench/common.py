@@ -60,11 +60,10 @@ def metric_history(config, result, key: str) -> list[float]:
     step ``epochs + 1``, left out); empty without a store."""
     if not result.mlflow_run_id:
         return []
-    from mlflow.tracking import MlflowClient
+    from pipelines.tracking import metric_history as history
 
-    history = MlflowClient(config.tracking.tracking_uri).get_metric_history(result.mlflow_run_id, key)
     epochs = int(result.metrics.get("epochs_completed", 0))
-    return [round(m.value, 4) for m in sorted(history, key=lambda m: m.step) if 1 <= m.step <= epochs]
+    return [round(v, 4) for v in history(config.tracking.tracking_uri, result.mlflow_run_id, key, last_step=epochs)]
 
 
 def write_report(report: dict, output: str | None) -> None:

@@ -189,7 +189,7 @@ def train_language_model(config: RunConfig, data_dir: Path, *, strategy, tracker
 
     metrics: dict[str, float] = {}
     for split, layout in eval_layouts.items():
-        prefix = "val" if split == "valid" else split
+        prefix = metric_prefix(split)
         scores = (val_eval if split == "valid" else StreamEvaluator(layout, jit_compile=t.jit_compile))(model)
         metrics[f"{prefix}_loss"] = scores["loss"]
         metrics[f"{prefix}_perplexity"] = scores["perplexity"]
@@ -242,6 +242,11 @@ def _trainer(config: RunConfig, strategy, tracker, work: Path, *, build_model, t
         greater_is_better=bool(config.tracking.greater_is_better), checkpoint_dir=str(work / "checkpoints"),
         on_step=on_step, on_epoch=on_epoch,
     )
+
+
+def metric_prefix(split: str) -> str:
+    """The prefix of a split's metrics: ``val_…`` for the validation split, ``train_…`` / ``test_…``."""
+    return "val" if split == "valid" else split
 
 
 def _monitor(config: RunConfig, default: str) -> str:
@@ -416,7 +421,7 @@ def train_sequence_model(config: RunConfig, data_dir: Path, *, strategy, tracker
     metrics: dict[str, float] = {}
     reports = {}
     for split, ev in evaluators.items():
-        prefix = "val" if split == "valid" else split
+        prefix = metric_prefix(split)
         for k, v in ev(model).items():
             metrics[f"{prefix}_{k}"] = v
         reports[split] = ev.last_report
@@ -557,7 +562,7 @@ def train_seq2seq_model(config: RunConfig, data_dir: Path, *, strategy, tracker,
 
     metrics: dict[str, float] = {}
     for split in ("valid", "test"):
-        prefix = "val" if split == "valid" else split
+        prefix = metric_prefix(split)
         searches = {"greedy": val_greedy if split == "valid" else evaluator(split, 1)}
         if d.beam_size > 1:
             searches[f"beam{d.beam_size}"] = evaluator(split, d.beam_size)

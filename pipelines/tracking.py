@@ -125,6 +125,13 @@ def _client(client_or_uri: MlflowClient | str | None) -> MlflowClient:
     return MlflowClient()
 
 
+def metric_history(client_or_uri: MlflowClient | str | None, run_id: str, key: str,
+                   last_step: int | None = None) -> list[float]:
+    """A run's values of ``key`` in step order (steps 1..``last_step`` when given)."""
+    history = sorted(_client(client_or_uri).get_metric_history(run_id, key), key=lambda m: m.step)
+    return [m.value for m in history if last_step is None or 1 <= m.step <= last_step]
+
+
 def get_or_create_experiment(client: MlflowClient, name: str, tracking_uri: str) -> str:
     """The id of experiment ``name``, created (with the store's artifact location) or restored."""
     exp = client.get_experiment_by_name(name)

@@ -242,6 +242,15 @@ def test_exception_marks_the_run_failed(store, client):
     assert mlflow.active_run() is None
 
 
+def test_metric_history_in_step_order_and_up_to_a_step(store, client):
+    with tracking.Tracker(store, "exp-history") as t:
+        for step, value in ((2, 0.4), (1, 0.5), (3, 0.3), (4, 0.35)):  # step 4: the final evaluation
+            t.log_metrics({"val_wer": value}, step=step)
+    assert tracking.metric_history(store, t.run_id, "val_wer") == [0.5, 0.4, 0.3, 0.35]
+    assert tracking.metric_history(client, t.run_id, "val_wer", last_step=3) == [0.5, 0.4, 0.3]
+    assert tracking.metric_history(store, t.run_id, "missing") == []
+
+
 # ---------------------------------------------------------------------------------------------
 # Keras models with a raw-string input
 
