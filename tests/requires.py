@@ -1,9 +1,12 @@
 """Test helpers shared across the test packages (importable because pytest puts ``tests/`` on the path
-for its root ``conftest.py``): skip marks for the corpus packages, and a short training loop."""
+for its root ``conftest.py``): skip marks for the corpus packages, a short training loop, and a
+.keras save / load round trip."""
 
 import importlib.metadata
 import importlib.util
 
+import keras
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -40,3 +43,13 @@ def fit_loss_sum(model, optimizer, inputs, targets, steps: int) -> tuple[float, 
     for _ in range(steps):
         last = float(step(inputs, targets))
     return first, last
+
+
+def saved_and_loaded(model, path, inputs, outputs):
+    """Saves ``model`` to ``path`` (.keras), loads it back, and checks that the loaded model is of the
+    same class and gives the same ``outputs`` for ``inputs``; returns the loaded model."""
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, type(model))
+    np.testing.assert_allclose(np.asarray(loaded(inputs)), outputs, rtol=1e-6, atol=1e-6)
+    return loaded

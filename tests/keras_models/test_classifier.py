@@ -1,10 +1,10 @@
 """RNNClassifier: padding never changes a prediction (every pooling, uni/bidirectional, each cell); saving."""
 
-import keras
 import numpy as np
 import pytest
 
 from keras_models.classifier import RNNClassifier
+from requires import saved_and_loaded
 
 VOCAB, CLASSES, T = 11, 3, 5
 LENGTHS = [5, 3, 1, 4]
@@ -74,11 +74,7 @@ def test_dropout_only_in_training_and_save_load(tmp_path):
     config = model.get_config()
     for key, value in {"pooling": "mean", "mlp_dims": [6], "bidirectional": True, "dropout": 0.5}.items():
         assert config[key] == value
-    path = tmp_path / "classifier.keras"
-    model.save(path)
-    loaded = keras.saving.load_model(path)
-    assert isinstance(loaded, RNNClassifier)
-    np.testing.assert_allclose(np.asarray(loaded(ids)), logits, rtol=1e-6, atol=1e-6)
+    saved_and_loaded(model, tmp_path / "classifier.keras", ids, logits)
 
 
 def test_bad_arguments():

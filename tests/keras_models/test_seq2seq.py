@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from keras_models.seq2seq import Seq2SeqModel
 from preprocessing.vocab import BOS_ID, EOS_ID
-from requires import fit_loss_sum
+from requires import fit_loss_sum, saved_and_loaded
 
 SRC_VOCAB, TGT_VOCAB = 13, 11
 SRC_LENGTHS = [5, 3, 1, 4]
@@ -159,11 +159,7 @@ def test_save_load_config_and_mixed_precision(tmp_path):
     source, target_in, target_out = _batch(seed=3)
     inputs = _inputs(source, target_in)
     logits = np.asarray(model(inputs))
-    path = tmp_path / "seq2seq.keras"
-    model.save(path)
-    loaded = keras.saving.load_model(path)
-    assert isinstance(loaded, Seq2SeqModel)
-    np.testing.assert_allclose(np.asarray(loaded(inputs)), logits, rtol=1e-6, atol=1e-6)
+    loaded = saved_and_loaded(model, tmp_path / "seq2seq.keras", inputs, logits)
     stepped, _ = _step_by_step(loaded, source, target_in)
     np.testing.assert_allclose(stepped, logits, rtol=1e-5, atol=1e-6)
     assert loaded.get_config() == model.get_config()

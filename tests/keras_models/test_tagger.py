@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from keras_models.tagger import RNNTagger
-from requires import fit_loss_sum
+from requires import fit_loss_sum, saved_and_loaded
 
 VOCAB, TAGS, CHARS, T, C = 11, 4, 7, 5, 4
 LENGTHS = [5, 3, 1, 4]
@@ -111,11 +111,7 @@ def test_save_load_mixed_precision_and_config(tmp_path):
     ids, chars, _ = _batch(seed=2)
     inputs = {"ids": ids, "chars": chars}
     logits = np.asarray(model(inputs))
-    path = tmp_path / "tagger.keras"
-    model.save(path)
-    loaded = keras.saving.load_model(path)
-    assert isinstance(loaded, RNNTagger)
-    np.testing.assert_allclose(np.asarray(loaded(inputs)), logits, rtol=1e-6, atol=1e-6)
+    loaded = saved_and_loaded(model, tmp_path / "tagger.keras", inputs, logits)
     config = loaded.get_config()
     for key in ("vocab_size", "num_tags", "cell", "num_layers", "embedding_dim", "hidden_dim", "dropout",
                 "recurrent_dropout", "activation", "char_vocab_size", "char_embedding_dim",
