@@ -1,6 +1,7 @@
 """The ``rnnflow`` command line: prepare, train, run, evaluate, generate, tag, classify.
 
-Exit codes: 0 success, 1 failure, 2 bad usage or config, 3 another run holds the work directory's lock.
+Exit codes: 0 success, 1 failure, 2 bad usage, config or --model (a model that is missing or refused),
+3 another run holds the work directory's lock.
 """
 
 from __future__ import annotations
@@ -124,23 +125,32 @@ MODEL_FILES = ("scorer.keras", "tagger.keras", "classifier.keras", "seq2seq.kera
 
 
 def _load_scorer(uri: str, tracking_uri: str | None):
-    """An exported model (scorer, tagger or classifier) from a path, a run's model directory or an MLflow URI."""
-    import keras
+    """An exported model (scorer, tagger, classifier, encoder-decoder) from a ``.keras`` file, a run's
+    model directory, an MLflow model directory, a ``file://`` URI, or a ``models:/`` / ``runs:/`` URI.
 
-    import keras_models.export  # noqa: F401  (registers the serializable classes)
-
-    if os.path.exists(uri):
-        path = uri
-        if os.path.isdir(uri):
-            found = [os.path.join(uri, f) for f in MODEL_FILES if os.path.exists(os.path.join(uri, f))]
-            if not found:
-                raise FileNotFoundError(f"{uri}: no {' / '.join(MODEL_FILES)} in this directory")
-            path = found[0]
-        return keras.saving.load_model(path)
+    Loads rnnflow's own classes only and never runs code from the model (``keras_models.saving``);
+    reads the MLflow store without creating anything in it.
+    """
+    from keras_models import saving
+    from pipelines import tracking
     from pipelines.config import DEFAULT_TRACKING_URI
-    from pipelines.tracking import load_model
 
-    return load_model(uri, tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI)
+    path = tracking.local_path(uri)
+    if path is None:
+        return tracking.load_model(uri, tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI)
+    if os.path.isfile(path):
+        return saving.load_model(path)
+    if os.path.isdir(path):
+        if os.path.isfile(os.path.join(path, "MLmodel")):
+            return tracking.load_logged_model(path)
+        found = [os.path.join(path, f) for f in MODEL_FILES if os.path.isfile(os.path.join(path, f))]
+        if found:
+            return saving.load_model(found[0])
+        raise saving.ModelNotFoundError(f"{uri}: neither an MLmodel nor {' / '.join(MODEL_FILES)} in this directory")
+    raise saving.ModelNotFoundError(
+        f"{uri}: no such file or directory; give a .keras file, a run's model directory or an MLflow URI "
+        "(models:/NAME@champion, models:/NAME/VERSION, runs:/RUN_ID/model)"
+    )
 
 
 def _evaluate(args) -> int:
@@ -313,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+    from keras_models.saving import ModelLoadError
     from pipelines.config import ConfigError, load_config
     from pipelines.run import RunLockedError, execute, summary
     from preprocessing.manifest import DataError
@@ -338,7 +349,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "translate":
             return _translate(args)
         return EXIT_OK
-    except ConfigError as err:
+    except (ConfigError, ModelLoadError) as err:
+        if args.verbose:
+            traceback.print_exc()
         print(f"rnnflow: {err}", file=sys.stderr)
         return EXIT_USAGE
     except RunLockedError as err:

@@ -1,13 +1,29 @@
 """The scheduled run: prepare → train → evaluate → register / promote, safe to re-run.
 
 A run's work directory (``runs/<name>`` unless ``work_dir`` says otherwise) holds one folder per
-*run key*, a fingerprint of the model, training and generation settings plus the prepared data's
-fingerprint. Inside it: ``checkpoints/``, ``model/scorer.keras``, ``plots/`` and ``state.json``
-(the MLflow run id and, once finished, the result). So:
+*training key*; inside it ``checkpoints/``, ``state.json`` and one ``outputs/<output key>/`` folder
+per set of evaluation / export settings (``model/*.keras``, ``plots/``).
 
-- re-running a finished run with the same config and data does nothing and reports the result;
+What is hashed (:func:`training_settings`, :func:`output_settings`):
+
+- training key: the ``model`` and ``training`` sections, ``tracking.metric`` and
+  ``tracking.greater_is_better`` (they pick the best epoch and stop early), the prepared data's
+  fingerprint (which covers the ``data`` section and the sources), and for seq2seq
+  ``decode.max_length`` (validation during training decodes with it);
+- output key: ``generate`` and the rest of ``decode`` (beam size, length penalty, attention samples);
+- neither: ``name``, ``work_dir``, ``tracking.tracking_uri`` / ``experiment`` / ``registered_model``.
+
+So:
+
+- re-running a finished run with the same settings trains nothing and reports the result; ``run``
+  registers (and promotes) it if the registered model has no version from that MLflow run yet
+  (after ``rnnflow train``, or with another ``tracking.registered_model``); a second ``run`` adds
+  nothing;
+- changed output settings (or another tracking store): the trained weights are evaluated, exported
+  and sampled again, in a new MLflow run (tagged ``rnnflow.trained_by_run``, with the training's
+  history), and registered from it;
 - re-running after a kill resumes training from the last checkpoint, in the same MLflow run;
-- changed data (a new fingerprint) or a changed config gives a new key and a fresh training;
+- changed data (a new fingerprint) or a changed training setting gives a new key and a fresh training;
 - two runs on the same work directory at once: the second finds the lock taken and exits with
   :data:`EXIT_LOCKED` instead of clobbering the first.
 """
@@ -82,15 +98,70 @@ class RunResult:
     promotion: dict[str, Any] | None = None
     reused: bool = False
     resumed_from_step: int | None = None
+    output_key: str = ""
+    registered_before: bool = False  # the version existed already (registered by an earlier run of this config)
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where one run writes: ``train`` = ``<work_dir>/<training key>`` (checkpoints, ``state.json``),
+    ``out`` = ``<train>/outputs/<output key>`` (exported model, plots). ``replay``: the weights were
+    trained by an earlier MLflow run, whose history is logged again to this one."""
+
+    train: Path
+    output_key: str
+    replay: bool = False
+
+    @property
+    def key(self) -> str:
+        return self.train.name
+
+    @property
+    def out(self) -> Path:
+        return self.train / "outputs" / self.output_key
+
+
+# Settings of other sections that change the trained weights, per task: seq2seq validation during
+# training decodes (greedily) up to decode.max_length, and its WER picks the best epoch.
+TRAINING_DECODE_FIELDS = {"seq2seq": ("max_length",)}
+
+
+def _digest(settings: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def training_settings(config: RunConfig, data_fingerprint: str) -> dict[str, Any]:
+    """Everything that changes the trained weights: the model, training and the data's fingerprint,
+    the metric that picks the best epoch and stops early (``tracking.metric`` and its direction),
+    and per task the decode settings used by validation during training."""
+    decode = config.decode.model_dump(mode="json")
+    return {
+        "model": config.model.model_dump(mode="json"),
+        "training": config.training.model_dump(mode="json"),
+        "monitor": {"metric": config.tracking.metric, "greater_is_better": config.tracking.greater_is_better},
+        "decode": {k: decode[k] for k in TRAINING_DECODE_FIELDS.get(config.data.task, ())},
+        "data": data_fingerprint,
+    }
+
+
+def output_settings(config: RunConfig) -> dict[str, Any]:
+    """What changes only the evaluation, export and sample of trained weights: ``generate`` and the
+    rest of ``decode`` (beam size, length penalty, attention samples)."""
+    decode = config.decode.model_dump(mode="json")
+    return {
+        "generate": config.generate.model_dump(mode="json"),
+        "decode": {k: v for k, v in decode.items() if k not in TRAINING_DECODE_FIELDS.get(config.data.task, ())},
+    }
 
 
 def run_key(config: RunConfig, data_fingerprint: str) -> str:
-    settings = {
-        "model": config.model.model_dump(mode="json"),
-        "training": config.training.model_dump(mode="json"),
-        "data": data_fingerprint,
-    }
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    """The training key: names ``<work_dir>/<key>/``, which holds the checkpoints."""
+    return _digest(training_settings(config, data_fingerprint))
+
+
+def output_key(config: RunConfig) -> str:
+    """The output key: names ``<work_dir>/<training key>/outputs/<key>/`` (model, plots)."""
+    return _digest(output_settings(config))
 
 
 def build_language_model(config: RunConfig, vocab_size: int):
@@ -144,7 +215,7 @@ def gradient_flow_curves(config: RunConfig, model, layout, steps: int = 60) -> d
     return curves
 
 
-def train_language_model(config: RunConfig, data_dir: Path, *, strategy, tracker, work: Path,
+def train_language_model(config: RunConfig, data_dir: Path, *, strategy, tracker, work: "RunPaths",
                          register: bool) -> RunResult:
     """Trains, evaluates, exports and (optionally) registers; everything is logged through ``tracker``."""
     import keras
@@ -169,7 +240,7 @@ def train_language_model(config: RunConfig, data_dir: Path, *, strategy, tracker
     train_layout = bptt_layout(streams["train"], t.batch_size, t.bptt)
     eval_layouts = {s: bptt_layout(streams[s], t.eval_batch_size, t.bptt) for s in ("valid", "test")}
     tracker.log_params({"data.fingerprint": manifest["fingerprint"], "data.train_tokens": len(streams["train"]),
-                        "data.vocab_size": len(vocab), "run.key": work.name,
+                        "data.vocab_size": len(vocab), "run.key": work.key,
                         "run.replicas": strategy.num_replicas_in_sync})
 
     keras.utils.set_random_seed(t.seed)
@@ -195,14 +266,14 @@ def train_language_model(config: RunConfig, data_dir: Path, *, strategy, tracker
         metrics[f"{prefix}_perplexity"] = scores["perplexity"]
         if level == "char":
             metrics[f"{prefix}_bpc"] = scores["bits_per_token"]
-    _log_final_metrics(metrics, result, tracker)
+    _log_final_metrics(metrics, result, tracker, work)
     if not tracker.enabled:  # a non-chief worker: the chief exports, plots, logs and registers
-        return RunResult(run_key=work.name, data_dir=str(data_dir), mlflow_run_id=None, metrics=metrics, sample="",
+        return RunResult(run_key=work.key, output_key=work.output_key, data_dir=str(data_dir), mlflow_run_id=None, metrics=metrics, sample="",
                          model_path="", resumed_from_step=result.resumed_from_step)
 
     # export: raw strings in, tokenization inside the graph
     scorer = LanguageModelScorer(TextToIds(manifest["tokenizer"], vocab.tokens), model)
-    model_dir = work / "model"
+    model_dir = work.out / "model"
     model_dir.mkdir(parents=True, exist_ok=True)
     model_path = model_dir / "scorer.keras"
     scorer(tf.constant(["a b"]))  # build
@@ -218,14 +289,14 @@ def train_language_model(config: RunConfig, data_dir: Path, *, strategy, tracker
                   f"{config.model.cell} language model",
                   {"gradient_flow": plots.gradient_flow(gradient_flow_curves(config, model, eval_layouts["valid"]))})
 
-    out = RunResult(run_key=work.name, data_dir=str(data_dir), mlflow_run_id=tracker.run_id, metrics=metrics,
+    out = RunResult(run_key=work.key, output_key=work.output_key, data_dir=str(data_dir), mlflow_run_id=tracker.run_id, metrics=metrics,
                     sample=sample, model_path=str(model_path), resumed_from_step=result.resumed_from_step)
     _log_and_register(config, tracker, scorer, ["the cat sat on the mat"], out, register)
     return out
 
 
 # ------------------------------------------------------------------------ shared by every task
-def _trainer(config: RunConfig, strategy, tracker, work: Path, *, build_model, task, data, evaluate,
+def _trainer(config: RunConfig, strategy, tracker, work: "RunPaths", *, build_model, task, data, evaluate,
              default_monitor: str):
     """The one training entry, wired to the config, the work directory's checkpoints and MLflow."""
     from keras_models.training import Trainer
@@ -239,7 +310,7 @@ def _trainer(config: RunConfig, strategy, tracker, work: Path, *, build_model, t
     return Trainer(
         strategy=strategy, build_model=build_model, task=task, data=data, settings=config.training,
         evaluate=evaluate, monitor=_monitor(config, default_monitor),
-        greater_is_better=bool(config.tracking.greater_is_better), checkpoint_dir=str(work / "checkpoints"),
+        greater_is_better=bool(config.tracking.greater_is_better), checkpoint_dir=str(work.train / "checkpoints"),
         on_step=on_step, on_epoch=on_epoch,
     )
 
@@ -271,17 +342,29 @@ def _load_splits(data_dir: Path, with_chars: bool = False) -> dict:
     return examples
 
 
-def _log_final_metrics(metrics: dict, result, tracker) -> None:
-    """Adds ``epochs_completed`` and logs the final evaluation after the per-epoch values of the same names."""
+def _log_final_metrics(metrics: dict, result, tracker, work: "RunPaths") -> None:
+    """Adds ``epochs_completed`` and logs the final evaluation after the per-epoch values of the same names.
+
+    A new MLflow run over weights trained by an earlier one (``work.replay``: other evaluation or
+    export settings) first gets the training's per-step and per-epoch history, so that its learning
+    curves are complete."""
+    if work.replay:
+        steps = result.steps.get("step", [])
+        for i, step in enumerate(steps):
+            tracker.log_metrics({f"step/{k}": v[i] for k, v in result.steps.items() if k != "step" and i < len(v)},
+                                step=int(step))
+        for i, epoch in enumerate(result.history.get("epoch", [])):
+            tracker.log_metrics({k: v[i] for k, v in result.history.items() if k != "epoch" and i < len(v)},
+                                step=int(epoch))
     metrics["epochs_completed"] = result.epochs_completed
     log.info("evaluation: %s", ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     tracker.log_metrics(metrics, step=result.epochs_completed + 1)
 
 
-def _log_training(config: RunConfig, result, tracker, work: Path, curve_keys: tuple, title: str,
+def _log_training(config: RunConfig, result, tracker, work: "RunPaths", curve_keys: tuple, title: str,
                   extra_figures: dict) -> None:
     """Learning curves (train / val loss, ``curve_keys``, learning rate), gradient norms and
-    ``extra_figures`` to ``<work>/plots`` and MLflow, and the history as ``history.json``."""
+    ``extra_figures`` to ``<outputs>/plots`` and MLflow, and the history as ``history.json``."""
     from pipelines import plots
 
     keys = ("train_loss", "val_loss", "learning_rate", *curve_keys)
@@ -295,7 +378,7 @@ def _log_training(config: RunConfig, result, tracker, work: Path, curve_keys: tu
                                                 clip_norm=config.training.clip_norm),
         **extra_figures,
     }
-    plot_dir = work / "plots"
+    plot_dir = work.out / "plots"
     plot_dir.mkdir(parents=True, exist_ok=True)
     for name, fig in figures.items():
         fig.savefig(plot_dir / f"{name}.png", dpi=100)
@@ -304,20 +387,31 @@ def _log_training(config: RunConfig, result, tracker, work: Path, curve_keys: tu
 
 
 def _log_and_register(config: RunConfig, tracker, export_model, input_example, out: "RunResult", register: bool):
-    """Logs the exported model; with ``register``, a new registry version, promoted only if it beats the champion."""
+    """Logs the exported model; with ``register``, registers it (once per registered model and run)
+    and promotes it only if it beats the champion."""
+    out.model_uri = tracker.log_model(export_model, "model", input_example=input_example)
+    if register and out.model_uri:
+        register_result(config, out)
+
+
+def register_result(config: RunConfig, out: "RunResult") -> None:
+    """Registers ``out``'s model as a version of ``tracking.registered_model`` and promotes it, unless
+    that registered model already has a version from ``out``'s MLflow run: then that version is
+    reported as it is (idempotent; nothing is registered twice). Fills ``out.registered_version``,
+    ``out.promotion`` and ``out.registered_before``."""
     from pipelines import tracking
 
-    out.model_uri = tracker.log_model(export_model, "model", input_example=input_example)
     name = config.tracking.registered_model
-    if register and name and out.model_uri:
-        value = out.metrics.get(config.tracking.metric)
-        if value is None:
-            raise KeyError(f"tracking.metric {config.tracking.metric!r} is not one of {sorted(out.metrics)}")
-        out.registered_version = tracker.register_model(out.model_uri, name)
-        decision = tracking.promote(tracker.client, name, out.registered_version, config.tracking.metric, value,
-                                    bool(config.tracking.greater_is_better))
-        out.promotion = decision.to_dict()
-        log.info("promotion: %s", decision.reason)
+    if not name or not out.model_uri or not out.mlflow_run_id:
+        return
+    value = out.metrics.get(config.tracking.metric)
+    if value is None:
+        raise KeyError(f"tracking.metric {config.tracking.metric!r} is not one of {sorted(out.metrics)}")
+    version, decision, new = tracking.register_once(
+        config.resolved_tracking_uri(), out.model_uri, out.mlflow_run_id, name, config.tracking.metric, value,
+        bool(config.tracking.greater_is_better))
+    out.registered_version, out.promotion, out.registered_before = version, decision, not new
+    log.info("%s version %s: %s", name, version, decision.get("reason", ""))
 
 
 def make_evaluator(config: RunConfig, examples, names: list[str], *, max_chars: int | None = None,
@@ -374,7 +468,7 @@ def _sample_text(vocab, examples, level: str) -> str:
     return "".join(tokens) if level == "char" else " ".join(tokens)
 
 
-def train_sequence_model(config: RunConfig, data_dir: Path, *, strategy, tracker, work: Path,
+def train_sequence_model(config: RunConfig, data_dir: Path, *, strategy, tracker, work: "RunPaths",
                          register: bool) -> RunResult:
     """Tagger or classifier: trains, scores valid and test, exports (raw strings in), plots, registers."""
     import keras
@@ -400,7 +494,7 @@ def train_sequence_model(config: RunConfig, data_dir: Path, *, strategy, tracker
 
     examples = _load_splits(data_dir, with_chars)
     tracker.log_params({"data.fingerprint": manifest["fingerprint"], "data.train_examples": len(examples["train"]),
-                        "data.vocab_size": len(vocab), "data.num_labels": len(labels), "run.key": work.name,
+                        "data.vocab_size": len(vocab), "data.num_labels": len(labels), "run.key": work.key,
                         "run.replicas": strategy.num_replicas_in_sync})
 
     keras.utils.set_random_seed(t.seed)
@@ -425,9 +519,9 @@ def train_sequence_model(config: RunConfig, data_dir: Path, *, strategy, tracker
         for k, v in ev(model).items():
             metrics[f"{prefix}_{k}"] = v
         reports[split] = ev.last_report
-    _log_final_metrics(metrics, result, tracker)
+    _log_final_metrics(metrics, result, tracker, work)
     if not tracker.enabled:  # a non-chief worker: the chief exports, plots, logs and registers
-        return RunResult(run_key=work.name, data_dir=str(data_dir), mlflow_run_id=None, metrics=metrics, sample="",
+        return RunResult(run_key=work.key, output_key=work.output_key, data_dir=str(data_dir), mlflow_run_id=None, metrics=metrics, sample="",
                          model_path="", resumed_from_step=result.resumed_from_step)
 
     text_to_ids = TextToIds(manifest["tokenizer"], vocab.tokens, append_eos=False)
@@ -447,7 +541,7 @@ def train_sequence_model(config: RunConfig, data_dir: Path, *, strategy, tracker
         sample = f"{outputs['label'][0].numpy().decode()} <- {sample_text[:200]}"
     log.info("sample: %s", sample)
     tracker.log_text(sample, "samples/sample.txt")
-    model_dir = work / "model"
+    model_dir = work.out / "model"
     model_dir.mkdir(parents=True, exist_ok=True)
     model_path = model_dir / ("tagger.keras" if task == "tagging" else "classifier.keras")
     export.save(model_path)
@@ -468,7 +562,7 @@ def train_sequence_model(config: RunConfig, data_dir: Path, *, strategy, tracker
                       "test_confusion": {"labels": labels.labels, "matrix": np.asarray(confusion).tolist()}},
                      "evaluation.json")
 
-    out = RunResult(run_key=work.name, data_dir=str(data_dir), mlflow_run_id=tracker.run_id, metrics=metrics,
+    out = RunResult(run_key=work.key, output_key=work.output_key, data_dir=str(data_dir), mlflow_run_id=tracker.run_id, metrics=metrics,
                     sample=sample, model_path=str(model_path), resumed_from_step=result.resumed_from_step)
     _log_and_register(config, tracker, export, [sample_text], out, register)
     return out
@@ -506,7 +600,7 @@ def _attention_figure(model, evaluator, sources: list[tuple], source_vocab, titl
     return plots.attention_maps(maps, title=title)
 
 
-def train_seq2seq_model(config: RunConfig, data_dir: Path, *, strategy, tracker, work: Path,
+def train_seq2seq_model(config: RunConfig, data_dir: Path, *, strategy, tracker, work: "RunPaths",
                         register: bool) -> RunResult:
     """Encoder-decoder: trains (teacher forcing), scores valid / test with greedy and beam search,
     logs attention maps every epoch, exports (raw strings in and out), registers."""
@@ -529,7 +623,7 @@ def train_seq2seq_model(config: RunConfig, data_dir: Path, *, strategy, tracker,
     examples = _load_splits(data_dir)
     tracker.log_params({"data.fingerprint": manifest["fingerprint"], "data.train_examples": len(examples["train"]),
                         "data.source_vocab_size": len(source_vocab), "data.target_vocab_size": len(target_vocab),
-                        "run.key": work.name, "run.replicas": strategy.num_replicas_in_sync})
+                        "run.key": work.key, "run.replicas": strategy.num_replicas_in_sync})
     keras.utils.set_random_seed(t.seed)
     target_level = manifest["target_tokenizer"]["level"]
 
@@ -572,9 +666,9 @@ def train_seq2seq_model(config: RunConfig, data_dir: Path, *, strategy, tracker,
                     metrics[f"{prefix}_{k}"] = v
                 elif k not in ("loss", "perplexity", "sources"):
                     metrics[f"{prefix}_{name}_{k}"] = v
-    _log_final_metrics(metrics, result, tracker)
+    _log_final_metrics(metrics, result, tracker, work)
     if not tracker.enabled:  # a non-chief worker: the chief exports, plots, logs and registers
-        return RunResult(run_key=work.name, data_dir=str(data_dir), mlflow_run_id=None, metrics=metrics, sample="",
+        return RunResult(run_key=work.key, output_key=work.output_key, data_dir=str(data_dir), mlflow_run_id=None, metrics=metrics, sample="",
                          model_path="", resumed_from_step=result.resumed_from_step)
 
     export = Seq2SeqExport(TextToIds(manifest["tokenizer"], source_vocab.tokens, append_eos=False), model,
@@ -584,7 +678,7 @@ def train_seq2seq_model(config: RunConfig, data_dir: Path, *, strategy, tracker,
     sample = f"{sample_text} -> {export(tf.constant([sample_text]))['output'][0].numpy().decode()}"
     log.info("sample: %s", sample)
     tracker.log_text(sample, "samples/sample.txt")
-    model_dir = work / "model"
+    model_dir = work.out / "model"
     model_dir.mkdir(parents=True, exist_ok=True)
     model_path = model_dir / "seq2seq.keras"
     export.save(model_path)
@@ -596,7 +690,7 @@ def train_seq2seq_model(config: RunConfig, data_dir: Path, *, strategy, tracker,
     _log_training(config, result, tracker, work, ("val_wer", "val_per"),
                   f"{config.model.cell} encoder-decoder, {config.model.attention} attention", extra)
 
-    out = RunResult(run_key=work.name, data_dir=str(data_dir), mlflow_run_id=tracker.run_id, metrics=metrics,
+    out = RunResult(run_key=work.key, output_key=work.output_key, data_dir=str(data_dir), mlflow_run_id=tracker.run_id, metrics=metrics,
                     sample=sample, model_path=str(model_path), resumed_from_step=result.resumed_from_step)
     _log_and_register(config, tracker, export, [sample_text], out, register)
     return out
@@ -615,9 +709,32 @@ def _write_state(path: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _run_exists(tracking_uri: str, run_id: str | None) -> bool:
+    """Whether ``run_id`` is a run of the store (a finished output is reused only where it was recorded)."""
+    if not run_id:
+        return False
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from pipelines import tracking
+
+    tracking.configure(tracking_uri)
+    try:
+        MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri).get_run(run_id)
+    except MlflowException:
+        return False
+    return True
+
+
 def execute(config: RunConfig, *, beam_args: list[str] | None = None, register: bool = True,
             force: bool = False) -> RunResult:
-    """``rnnflow run`` (``register=True``) and ``rnnflow train`` (``register=False``)."""
+    """``rnnflow run`` (``register=True``) and ``rnnflow train`` (``register=False``).
+
+    Reuse (see the module docstring): a finished training (same training key) is never trained
+    again; its outputs (evaluation, export, sample) are reused when the output key and the store
+    are the same, else made again from the trained weights in a new MLflow run. ``run`` then
+    registers the model unless the registered model already has a version from that MLflow run.
+    """
     from keras_models.strategies import is_chief, make_strategy, task_info
     from pipelines.prepare import prepare
     from pipelines.tracking import Tracker
@@ -631,25 +748,50 @@ def execute(config: RunConfig, *, beam_args: list[str] | None = None, register: 
     with RunLock(work_dir, lock_name):
         data_dir = prepare(config.data, beam_args=beam_args)
         manifest = load_manifest(data_dir)
-        work = work_dir / run_key(config, manifest["fingerprint"])
-        work.mkdir(parents=True, exist_ok=True)
-        state_path = work / "state.json"
+        train_dir = work_dir / run_key(config, manifest["fingerprint"])
+        okey = output_key(config)
+        train_dir.mkdir(parents=True, exist_ok=True)
+        state_path = train_dir / "state.json"
         state = _read_state(state_path)
-        if state.get("status") == "done" and not force:
-            log.info("run %s already finished (MLflow run %s); nothing to do. Use --force to train again.",
-                     work.name, state.get("mlflow_run_id"))
-            return RunResult(**{**state["result"], "reused": True})
         if force and state:
             import shutil
 
-            shutil.rmtree(work / "checkpoints", ignore_errors=True)
+            shutil.rmtree(train_dir / "checkpoints", ignore_errors=True)
+            shutil.rmtree(train_dir / "outputs", ignore_errors=True)
             state = {}
-        tracker = Tracker(config.resolved_tracking_uri(), config.tracking.experiment, run_name=config.name,
-                          tags={"rnnflow.config": config.name, "rnnflow.run_key": work.name}, enabled=chief,
-                          run_id=state.get("mlflow_run_id"))
+        tracking_uri = config.resolved_tracking_uri()
+        trained = state.get("status") == "done"
+        outputs = state.setdefault("outputs", {})
+        done = outputs.get(okey, {})
+        if (trained and done.get("status") == "done" and done.get("tracking_uri") == tracking_uri
+                and _run_exists(tracking_uri, done.get("mlflow_run_id"))):
+            log.info("run %s/%s already finished (MLflow run %s); reusing it. Use --force to train again.",
+                     train_dir.name, okey, done["mlflow_run_id"])
+            result = RunResult(**{**done["result"], "reused": True, "registered_version": None, "promotion": None})
+            if register and chief:
+                register_result(config, result)
+            return result
+
+        # Resume the MLflow run this output was being made in (killed), else the training's run if the
+        # training is not finished, else start a new run over the trained weights.
+        resume = done.get("mlflow_run_id") if done.get("tracking_uri") == tracking_uri else None
+        if resume is None and not trained and state.get("tracking_uri", tracking_uri) == tracking_uri:
+            resume = state.get("mlflow_run_id")
+        if resume is not None and not _run_exists(tracking_uri, resume):
+            resume = None
+        tags = {"rnnflow.config": config.name, "rnnflow.run_key": train_dir.name, "rnnflow.output_key": okey}
+        if trained and resume != state.get("mlflow_run_id"):
+            tags["rnnflow.trained_by_run"] = state.get("mlflow_run_id") or "unknown"
+        replay = trained and resume is None  # a new run over trained weights gets the training history
+        tracker = Tracker(tracking_uri, config.tracking.experiment, run_name=config.name, tags=tags, enabled=chief,
+                          run_id=resume)
+        work = RunPaths(train_dir, okey, replay=replay and chief)
         with tracker:
             if chief:
-                _write_state(state_path, {"status": "training", "mlflow_run_id": tracker.run_id})
+                outputs[okey] = {"status": "running", "mlflow_run_id": tracker.run_id, "tracking_uri": tracking_uri}
+                if not trained:
+                    state.update(status="training", mlflow_run_id=tracker.run_id, tracking_uri=tracking_uri)
+                _write_state(state_path, state)
                 tracker.log_config(config.model_dump(mode="json"))
                 tracker.log_text(dump_config(config), "config.resolved.yaml")
             train = {"lm": train_language_model, "seq2seq": train_seq2seq_model}.get(config.data.task,
@@ -657,12 +799,19 @@ def execute(config: RunConfig, *, beam_args: list[str] | None = None, register: 
             result = train(config, Path(data_dir), strategy=strategy, tracker=tracker, work=work,
                            register=register and chief)
         if chief:
-            _write_state(state_path, {"status": "done", "mlflow_run_id": tracker.run_id, "result": asdict(result)})
+            state["status"] = "done"
+            stored = asdict(result)  # the registration in it is re-checked on reuse (register_result)
+            for other in [k for k, v in outputs.items() if v.get("status") != "done"
+                          and v.get("mlflow_run_id") == tracker.run_id]:
+                del outputs[other]  # outputs begun in this run by a killed attempt with other settings
+            outputs[okey] = {"status": "done", "mlflow_run_id": tracker.run_id, "tracking_uri": tracking_uri,
+                             "result": stored}
+            _write_state(state_path, state)
         return result
 
 
 def summary(result: RunResult) -> str:
-    lines = [f"run {result.run_key}" + (" (already finished; reused)" if result.reused else "")]
+    lines = [f"run {result.run_key}/{result.output_key}" + (" (already finished; reused)" if result.reused else "")]
     for k, v in result.metrics.items():
         lines.append(f"  {k}: {v:.4f}" if isinstance(v, float) and not math.isnan(v) else f"  {k}: {v}")
     lines.append(f"  model: {result.model_path}")
@@ -670,6 +819,8 @@ def summary(result: RunResult) -> str:
         lines.append(f"  MLflow run: {result.mlflow_run_id}")
     if result.registered_version:
         promo = result.promotion or {}
-        lines.append(f"  registered version {result.registered_version}: {promo.get('reason', '')}")
+        name = promo.get("model_name", "")
+        what = "already registered:" if result.registered_before else "registered"
+        lines.append(f"  {what} version {result.registered_version} of {name}: {promo.get('reason', '')}")
     lines.append(f"  sample: {result.sample}")
     return "\n".join(lines)

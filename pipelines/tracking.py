@@ -1,7 +1,7 @@
 """MLflow tracking and model registry: the only module that talks to MLflow.
 
 Everything a run records goes through :class:`Tracker`; registry decisions go through
-:func:`promote`; models come back through :func:`load_model` / :func:`load_champion`.
+:func:`promote`; models come back through :func:`load_model`.
 
 Store layout. The default tracking URI is ``sqlite:///mlflow_runs/mlflow.db``. For a sqlite store,
 :func:`configure` creates the database's directory and experiments created here put their artifacts
@@ -10,10 +10,11 @@ own artifact location.
 
 Models. Keras 3 models are logged with MLflow's ``keras`` flavor (a ``.keras`` file). Models that
 take raw strings have a ``tf.string`` input; their signature is an MLflow ``TensorSpec`` of numpy
-``object`` dtype with a dynamic batch dimension. The modules that define custom (registered) Keras
-objects used by the model are recorded in the MLmodel metadata (``rnnflow_custom_modules``) and are
-imported before loading, both by :func:`load_model` and by the model's ``python_function`` loader
-(which then is this module), because Keras only finds registered classes whose module was imported.
+``object`` dtype with a dynamic batch dimension. Loading (:func:`load_model`, and the
+``python_function`` loader, which is this module, so ``mlflow.pyfunc.load_model`` and
+``mlflow models serve`` take the same path) never runs code from the artifact: no folder of it goes
+on ``sys.path``, no module name is taken from it, a model that ships code is refused, and Keras
+rebuilds only its own classes and rnnflow's installed ones (:mod:`keras_models.saving`).
 
 Registry. Versions are promoted with aliases (``champion``, ``challenger``), never with the
 deprecated stages. A candidate becomes ``champion`` only when its metric strictly beats the current
@@ -26,14 +27,13 @@ methods do nothing and write nothing.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import importlib
 import importlib.metadata
 import logging
 import math
 import os
 import re
-import shutil
 import sys
 import tempfile
 import time
@@ -51,6 +51,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelSignature, infer_signature
 from mlflow.types import Schema, TensorSpec
 
+from keras_models import saving
+from keras_models.saving import ModelNotFoundError, UnsafeModelError
+
 _logger = logging.getLogger(__name__)
 
 CHAMPION = "champion"
@@ -63,8 +66,6 @@ MAX_TAG_VALUE_LENGTH = 8000
 MAX_PARAMS_TAGS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
 
-CUSTOM_MODULES_METADATA_KEY = "rnnflow_custom_modules"
-_BUILTIN_PACKAGES = {"keras", "builtins", "numpy", "tensorflow", "tf_keras", "keras_hub", "keras_nlp"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -273,41 +274,6 @@ def _as_example(input_example: Any) -> Any:
     return input_example
 
 
-def custom_modules(model: Any) -> list[str]:
-    """Modules outside Keras that define objects in the model's saved config (sorted, unique).
-
-    These are the modules whose ``register_keras_serializable`` decorators must have run before
-    ``keras.saving.load_model`` can rebuild the model.
-    """
-    import keras
-
-    found: set[str] = set()
-
-    def walk(node: Any) -> None:
-        if isinstance(node, Mapping):
-            module = node.get("module")
-            if isinstance(module, str) and "class_name" in node:
-                if module.split(".", 1)[0] not in _BUILTIN_PACKAGES:
-                    found.add(module)
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, (list, tuple)):
-            for value in node:
-                walk(value)
-
-    walk(keras.saving.serialize_keras_object(model))
-    return sorted(found)
-
-
-def import_custom_modules(modules: Iterable[str]) -> None:
-    """Imports each module so that its registered Keras objects are known (warns on failure)."""
-    for module in modules:
-        try:
-            importlib.import_module(module)
-        except Exception as err:  # noqa: BLE001 - loading will then fail with Keras' own message
-            _logger.warning("could not import %s, which defines objects of the model: %s", module, err)
-
-
 def _pip_requirements() -> list[str]:
     reqs = []
     for dist in ("keras", "tensorflow", "tensorflow-text", "numpy", "mlflow"):
@@ -320,58 +286,62 @@ def _pip_requirements() -> list[str]:
     return reqs
 
 
-def _save_keras_flavor(path: str, *, code_paths: list[str] | None = None, **kwargs: Any) -> None:
-    """``mlflow.keras.save_model`` made to work for ``Model.log`` with an input example and code.
+def _save_keras_flavor(path: str, **kwargs: Any) -> None:
+    """``mlflow.keras.save_model`` made to work for ``Model.log`` with an input example, and with
+    this module as the ``python_function`` loader.
 
     mlflow 3.17's keras flavor writes the input example before creating the model directory, so the
-    directory is created first. The flavor takes no ``code_paths``: they are copied to ``code/``
-    and recorded in the ``python_function`` flavor (which puts them on ``sys.path`` when loading).
-    When the model uses custom modules, its ``python_function`` loader becomes this module, which
-    imports them and then hands over to ``mlflow.keras``.
+    directory is created first. No code is ever saved with a model. The ``python_function`` loader
+    becomes this module (:func:`_load_pyfunc`), which loads through :func:`load_logged_model`:
+    rnnflow's own classes only, nothing imported from the artifact.
     """
     os.makedirs(path, exist_ok=True)
     mlflow.keras.save_model(path=path, **kwargs)
     mlflow_model: Model = kwargs["mlflow_model"]
-    pyfunc_conf = mlflow_model.flavors.get("python_function", {})
-    changed = False
-    if code_paths:
-        code_dir = os.path.join(path, "code")
-        os.makedirs(code_dir, exist_ok=True)
-        for src in code_paths:
-            dst = os.path.join(code_dir, os.path.basename(os.path.normpath(src)))
-            if os.path.isdir(src):
-                shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-            else:
-                shutil.copy2(src, dst)
-        pyfunc_conf["code"] = "code"
-        mlflow_model.flavors["keras"]["code"] = "code"
-        changed = True
-    if (mlflow_model.metadata or {}).get(CUSTOM_MODULES_METADATA_KEY):
-        pyfunc_conf["loader_module"] = __name__
-        changed = True
-    if changed:
-        mlflow_model.save(os.path.join(path, "MLmodel"))
+    mlflow_model.flavors.get("python_function", {})["loader_module"] = __name__
+    mlflow_model.save(os.path.join(path, "MLmodel"))
 
 
 _KERAS_FLAVOR = types.SimpleNamespace(__name__="mlflow.keras", save_model=_save_keras_flavor)
 
 
-def _load_pyfunc(path: str) -> Any:
-    """``python_function`` loader for Keras models with custom objects (see :func:`_save_keras_flavor`)."""
-    model_conf = Model.load(os.path.join(path, "MLmodel"))
-    _prepare_for_load(path, model_conf)
-    from mlflow.keras.load import _load_pyfunc as keras_load_pyfunc
-
-    return keras_load_pyfunc(path)
+def _load_pyfunc(path: str) -> "KerasPyfunc":
+    """``python_function`` loader (``mlflow.pyfunc.load_model``, ``mlflow models serve``): the model
+    through :func:`load_logged_model`."""
+    return KerasPyfunc(load_logged_model(path))
 
 
-def _prepare_for_load(local_path: str, model_conf: Model) -> None:
-    code = model_conf.flavors.get("keras", {}).get("code") or model_conf.flavors.get("python_function", {}).get("code")
-    if code:
-        code_dir = os.path.abspath(os.path.join(local_path, code))
-        if os.path.isdir(code_dir) and code_dir not in sys.path:
-            sys.path.insert(0, code_dir)
-    import_custom_modules((model_conf.metadata or {}).get(CUSTOM_MODULES_METADATA_KEY, []))
+class KerasPyfunc:
+    """The ``python_function`` face of a logged Keras model: raw inputs in, numpy out.
+
+    Input: a numpy array, a list, a dict of arrays, or a DataFrame (one column: that column; several:
+    a dict of columns). Output: the model's array, or its dict of arrays (several outputs); byte
+    strings are decoded to ``str`` so that a server can write them as JSON.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def get_raw_model(self) -> Any:
+        return self.model
+
+    def predict(self, data: Any, params: Mapping[str, Any] | None = None) -> Any:
+        import pandas as pd
+
+        if isinstance(data, pd.DataFrame):
+            data = data.iloc[:, 0].to_numpy() if data.shape[1] == 1 else {c: data[c].to_numpy() for c in data.columns}
+        if isinstance(data, (list, tuple)):
+            data = _as_example(list(data))
+        outputs = self.model.predict(data, verbose=0)
+        if isinstance(outputs, Mapping):
+            return {k: _decoded(np.asarray(v)) for k, v in outputs.items()}
+        return _decoded(np.asarray(outputs))
+
+
+def _decoded(array: np.ndarray) -> np.ndarray:
+    if array.dtype.kind == "S" or (array.dtype == object and array.size and isinstance(array.flat[0], bytes)):
+        return np.vectorize(lambda b: b.decode("utf-8", "replace") if isinstance(b, bytes) else b, otypes=[object])(array)
+    return array
 
 
 # --------------------------------------------------------------------------------------------
@@ -578,7 +548,6 @@ class Tracker:
         name: str = "model",
         input_example: Any = None,
         signature: ModelSignature | None = None,
-        code_paths: list[str] | None = None,
         pip_requirements: list[str] | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> str | None:
@@ -595,9 +564,6 @@ class Tracker:
         if signature is None:
             signature = infer_keras_signature(keras_model, example)
         meta = dict(metadata or {})
-        modules = custom_modules(keras_model)
-        if modules:
-            meta[CUSTOM_MODULES_METADATA_KEY] = modules
         info = Model.log(
             artifact_path=None,
             name=name,
@@ -608,7 +574,6 @@ class Tracker:
             input_example=example,
             pip_requirements=pip_requirements or _pip_requirements(),
             metadata=meta or None,
-            code_paths=list(code_paths) if code_paths else None,
         )
         return info.model_uri
 
@@ -770,6 +735,51 @@ def promote(
     return decision
 
 
+def versions_from_run(client_or_uri: MlflowClient | str, model_name: str, run_id: str) -> list:
+    """The versions of ``model_name`` registered from run ``run_id`` (oldest first)."""
+    client = _client(client_or_uri)
+    found = client.search_model_versions(f"name={_quoted(model_name)} and run_id={_quoted(run_id)}")
+    return sorted(found, key=lambda mv: int(mv.version))
+
+
+def register_once(
+    tracking_uri: str,
+    model_uri: str,
+    run_id: str,
+    model_name: str,
+    metric_name: str,
+    value: float,
+    greater_is_better: bool,
+) -> tuple[str, dict[str, Any], bool]:
+    """Registers ``model_uri`` (logged by run ``run_id``) as a version of ``model_name`` and
+    :func:`promote`\ s it — unless ``model_name`` already has a version from that run, which is then
+    reported as it is (and promoted, if a crash left it without a decision). Safe to repeat.
+
+    Returns ``(version, decision as a dict, registered_now)``.
+    """
+    client = _client(tracking_uri)
+    existing = versions_from_run(client, model_name, run_id)
+    if not existing:
+        version = register_model(model_uri, model_name, tracking_uri)
+        return version, promote(client, model_name, version, metric_name, value, greater_is_better).to_dict(), True
+    mv = existing[0]
+    version = str(mv.version)
+    tags = mv.tags or {}
+    if "promotion.decision" not in tags:  # registered, then stopped before the decision
+        return version, promote(client, model_name, version, metric_name, value, greater_is_better).to_dict(), False
+    aliases = ", ".join(f"@{a}" for a in (client.get_model_version(model_name, version).aliases or [])) or "no alias"
+    decision = {
+        "promoted": tags.get("promotion.decision") == CHAMPION,
+        "alias": tags.get("promotion.decision"),
+        "reason": f"already registered from this run ({tags.get('promotion.reason', '')}); it holds {aliases} now",
+        "model_name": model_name,
+        "version": version,
+        "metric_name": metric_name,
+        "candidate_value": float(value),
+    }
+    return version, decision, False
+
+
 def log_promotion_decision(client_or_uri: MlflowClient | str, run_id: str, decision: PromotionDecision) -> None:
     """Records a promotion decision on a run: tags ``promotion.*`` (decision, reason, versions,
     metric) and metrics ``promotion.candidate_value`` / ``promotion.champion_value`` (finite ones).
@@ -820,74 +830,163 @@ class ResolvedModel:
     source: str | None = None
 
 
+def _read_only_client(tracking_uri: str | None) -> tuple[MlflowClient, str]:
+    """A client of an existing store, created without writing anything (no database, no folders)."""
+    uri = tracking_uri or mlflow.get_tracking_uri()
+    db = _sqlite_path(uri)
+    if db is not None and not db.is_file():
+        raise ModelNotFoundError(
+            f"no MLflow store at {uri} ({db} does not exist); pass --tracking-uri or set MLFLOW_TRACKING_URI "
+            "to the store that holds the model"
+        )
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri), uri
+
+
+def _quoted(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _registry_miss(client: MlflowClient, store: str, model_uri: str, name: str, what: str) -> ModelNotFoundError:
+    """The error for a missing version or alias of ``name``, listing what the registry does hold."""
+    try:
+        registered = client.get_registered_model(name)
+    except MlflowException:
+        names = sorted(m.name for m in client.search_registered_models(max_results=50))
+        held = f"registered models: {', '.join(names)}" if names else "the registry is empty"
+        return ModelNotFoundError(f"{model_uri}: no registered model {name!r} in {store} ({held})")
+    versions = sorted(int(v.version) for v in client.search_model_versions(f"name={_quoted(name)}"))
+    aliases = ", ".join(f"@{a} = version {v}" for a, v in sorted((registered.aliases or {}).items())) or "none"
+    listed = ", ".join(map(str, versions)) or "none"
+    return ModelNotFoundError(f"{model_uri}: registered model {name!r} has {what} (versions: {listed}; aliases: {aliases})")
+
+
 def resolve_model_uri(model_uri: str, tracking_uri: str | None = None) -> ResolvedModel:
-    """Resolves ``models:/name@alias``, ``models:/name/<version|latest>`` and ``models:/m-<id>``;
-    other URIs (``runs:/``, paths) come back as they are (with the run id of a ``runs:/`` URI)."""
-    client = _client(tracking_uri)
+    """Resolves ``models:/name@alias``, ``models:/name/<version|latest>``, ``models:/m-<id>`` and
+    ``runs:/<run id>/<path>`` against the store, which must exist (nothing is created).
+
+    Raises:
+        ModelNotFoundError: no such store, registered model, version, alias, logged model or run;
+            the message lists what exists instead.
+    """
+    client, store = _read_only_client(tracking_uri)
     if model_uri.startswith("models:/"):
         rest = model_uri[len("models:/") :].strip("/")
         if "@" in rest:
             name, alias = rest.split("@", 1)
             try:
                 mv = client.get_model_version_by_alias(name, alias)
-            except MlflowException as err:
-                raise LookupError(f"{model_uri}: registered model {name!r} has no alias {alias!r}") from err
+            except MlflowException:
+                raise _registry_miss(client, store, model_uri, name, f"no alias {alias!r}") from None
         elif "/" in rest:
             name, ver = rest.split("/", 1)
             if ver == "latest":
-                versions = client.search_model_versions(f"name='{name}'")
+                versions = client.search_model_versions(f"name={_quoted(name)}")
                 if not versions:
-                    raise LookupError(f"{model_uri}: registered model {name!r} has no versions")
+                    raise _registry_miss(client, store, model_uri, name, "no versions")
                 mv = max(versions, key=lambda v: int(v.version))
+            elif not ver.isdigit():
+                raise ModelNotFoundError(
+                    f"{model_uri}: {ver!r} is not a version; use models:/{name}/<number>, models:/{name}/latest "
+                    f"or models:/{name}@<alias>"
+                )
             else:
-                mv = client.get_model_version(name, ver)
+                try:
+                    mv = client.get_model_version(name, ver)
+                except MlflowException:
+                    raise _registry_miss(client, store, model_uri, name, f"no version {ver}") from None
         else:  # a logged model id (models:/m-<id>)
-            logged = client.get_logged_model(rest)
+            try:
+                logged = client.get_logged_model(rest)
+            except MlflowException:
+                raise ModelNotFoundError(f"{model_uri}: no logged model {rest!r} in {store}") from None
             return ResolvedModel(uri=model_uri, run_id=logged.source_run_id, source=logged.artifact_location)
         return ResolvedModel(
             uri=f"models:/{mv.name}/{mv.version}", name=mv.name, version=str(mv.version), run_id=mv.run_id, source=mv.source
         )
     if model_uri.startswith("runs:/"):
         run_id = model_uri[len("runs:/") :].split("/", 1)[0]
+        try:
+            client.get_run(run_id)
+        except MlflowException:
+            raise ModelNotFoundError(f"{model_uri}: no run {run_id!r} in {store}") from None
         return ResolvedModel(uri=model_uri, run_id=run_id, source=model_uri)
     return ResolvedModel(uri=model_uri, source=model_uri)
 
 
-def load_model(model_uri: str, tracking_uri: str | None = None, dst_path: str | None = None) -> Any:
-    """Loads a Keras model logged by :meth:`Tracker.log_model` (any MLflow model URI or path).
+def local_path(model_uri: str) -> str | None:
+    """The filesystem path of a plain path or ``file://`` URI; ``None`` for other URIs."""
+    if model_uri.startswith("file://"):
+        from urllib.parse import unquote, urlparse
 
-    The model's custom modules (recorded at logging time) are imported first, and its ``code/``
-    directory, if any, is put on ``sys.path``.
+        return unquote(urlparse(model_uri).path)
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:/", model_uri):  # models:/, runs:/, s3://, http://, ...
+        return None
+    return model_uri
+
+
+def load_logged_model(local_dir: str | os.PathLike) -> Any:
+    """The Keras model of an MLflow model directory (``MLmodel`` + ``data/model.keras``) logged by
+    :meth:`Tracker.log_model`, loaded by :func:`keras_models.saving.load_model`: Keras' and rnnflow's
+    own classes only, ``safe_mode``. Never puts a folder of the artifact on ``sys.path`` and never
+    imports a module the artifact names; a model that ships code is refused.
+
+    Raises:
+        ModelNotFoundError: no ``MLmodel`` there.
+        UnsafeModelError: not a Keras model, a model that ships code or a SavedModel, a data path
+            outside the directory, or a class rnnflow does not allow.
     """
-    import mlflow.keras
+    local = os.path.realpath(os.fspath(local_dir))
+    mlmodel = os.path.join(local, "MLmodel")
+    if not os.path.isfile(mlmodel):
+        raise ModelNotFoundError(f"{local}: no MLmodel file here (not an MLflow model directory)")
+    _drop_from_sys_path(local)  # mlflow.pyfunc may have put the artifact's code/ folder there
+    try:
+        conf = Model.load(mlmodel)
+    except Exception as err:  # noqa: BLE001 - any parse error of a foreign file
+        raise UnsafeModelError(f"{mlmodel}: not a readable MLmodel file ({err})") from None
+    keras_conf = conf.flavors.get("keras")
+    if not isinstance(keras_conf, dict):
+        raise UnsafeModelError(f"{mlmodel}: not a Keras model (flavors: {', '.join(sorted(conf.flavors)) or 'none'})")
+    shipped = sorted(name for name, flavor in conf.flavors.items() if isinstance(flavor, dict) and flavor.get("code"))
+    if shipped:
+        raise UnsafeModelError(
+            f"{mlmodel}: the model ships code (flavor(s) {', '.join(shipped)} have a 'code' folder); rnnflow never "
+            "logs code with a model and does not load one that does"
+        )
+    if keras_conf.get("save_exported_model"):
+        raise UnsafeModelError(f"{mlmodel}: an exported SavedModel, not a .keras model; rnnflow loads .keras models only")
+    data = os.path.realpath(os.path.join(local, str(keras_conf.get("data", "model"))))
+    if os.path.isdir(data):
+        data = os.path.join(data, "model")
+    data += ".keras"
+    if os.path.commonpath([local, data]) != local:
+        raise UnsafeModelError(f"{mlmodel}: the model file {data} lies outside the model directory")
+    return saving.load_model(data)
 
-    if tracking_uri:
-        configure(tracking_uri)
-    resolved = resolve_model_uri(model_uri, tracking_uri) if model_uri.startswith("models:/") else ResolvedModel(model_uri)
-    with tempfile.TemporaryDirectory() if dst_path is None else _nullcontext(dst_path) as tmp:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=resolved.uri, dst_path=tmp)
-        model_conf = Model.load(os.path.join(local, "MLmodel"))
-        _prepare_for_load(local, model_conf)
-        return mlflow.keras.load_model(local)
+
+def _drop_from_sys_path(directory: str) -> None:
+    sys.path[:] = [p for p in sys.path if not (p and os.path.realpath(p).startswith(directory + os.sep))]
 
 
-class _nullcontext:
-    def __init__(self, value: str) -> None:
-        self.value = value
+def load_model(model_uri: str, tracking_uri: str | None = None, dst_path: str | None = None) -> Any:
+    """Loads a Keras model logged by :meth:`Tracker.log_model`: ``models:/name@alias``,
+    ``models:/name/<version>``, ``models:/m-<id>``, ``runs:/<id>/model``, ``file://`` URIs and local
+    MLflow model directories (see :func:`load_logged_model` for what is and is not done).
 
-    def __enter__(self) -> str:
-        return self.value
-
-    def __exit__(self, *exc: Any) -> bool:
-        return False
-
-
-def load_champion(model_name: str, tracking_uri: str | None = None, alias: str = CHAMPION) -> Any:
-    """The Keras model behind ``models:/<model_name>@champion`` (or another alias)."""
-    return load_model(f"models:/{model_name}@{alias}", tracking_uri)
-
-
-def download_artifacts(run_id: str, artifact_path: str, tracking_uri: str | None = None, dst_path: str | None = None) -> str:
-    """Downloads a run's artifact (file or directory) and returns the local path."""
-    client = _client(tracking_uri)
-    return client.download_artifacts(run_id, artifact_path, dst_path)
+    Nothing is written to the store (a missing sqlite store is an error, not created).
+    """
+    path = local_path(model_uri)
+    if path is not None:
+        if not os.path.exists(path):
+            raise ModelNotFoundError(f"{model_uri}: no such file or directory")
+        return load_logged_model(path)
+    resolved = resolve_model_uri(model_uri, tracking_uri)
+    with tempfile.TemporaryDirectory() if dst_path is None else contextlib.nullcontext(dst_path) as tmp:
+        try:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=resolved.uri, dst_path=tmp)
+        except (MlflowException, OSError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ModelNotFoundError(f"{model_uri}: could not fetch the model ({first})") from None
+        return load_logged_model(local)

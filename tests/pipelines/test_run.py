@@ -154,3 +154,101 @@ def test_cli_run_then_generate_from_the_registry(workspace):
                          cwd=workspace, env=env, capture_output=True, text=True, timeout=600)
     assert gen.returncode == 0, gen.stderr[-2000:]
     assert gen.stdout.strip().startswith("the dog") and len(gen.stdout.split()) >= 3
+
+
+# ------------------------------------------------------------------ reuse: what is hashed, what is re-applied
+def _versions(client, name):
+    return sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+
+
+def test_train_then_run_registers_the_reused_training_once(workspace, capsys):
+    config = _config(workspace)
+    trained = execute(config, register=False)
+    client = MlflowClient(config.resolved_tracking_uri())
+    assert trained.registered_version is None and _versions(client, "tiny-lm") == []
+
+    ran = execute(config)  # reuses the training, but must still register it
+    assert ran.reused and ran.mlflow_run_id == trained.mlflow_run_id
+    assert ran.registered_version == "1" and ran.promotion["promoted"] and not ran.registered_before
+    assert client.get_model_version("tiny-lm", "1").run_id == trained.mlflow_run_id
+    assert str(client.get_model_version_by_alias("tiny-lm", "champion").version) == "1"
+
+    again = execute(config)  # idempotent: nothing new
+    assert again.reused and again.registered_version == "1" and again.registered_before
+    assert _versions(client, "tiny-lm") == [1]
+    capsys.readouterr()
+    assert cli.main(["run", _write(workspace, config)]) == 0
+    assert "already registered: version 1 of tiny-lm" in capsys.readouterr().out
+    assert _versions(client, "tiny-lm") == [1]
+
+    # another registered model name: registered there (version 1 of it), not reported from the old name
+    other = config.model_copy(update={"tracking": config.tracking.model_copy(update={"registered_model": "other-lm"})})
+    moved = execute(other)
+    assert moved.reused and moved.registered_version == "1" and not moved.registered_before
+    assert moved.promotion["model_name"] == "other-lm"
+    assert client.get_model_version("other-lm", "1").run_id == trained.mlflow_run_id
+    assert _versions(client, "tiny-lm") == [1] and _versions(client, "other-lm") == [1]
+    execute(other)
+    assert _versions(client, "other-lm") == [1]
+
+
+def _write(workspace, config) -> str:
+    path = workspace / f"{config.name}.yaml"
+    path.write_text(json.dumps(config.model_dump(mode="json")))
+    return str(path)
+
+
+def test_changed_generation_settings_resample_the_trained_weights(workspace):
+    from pipelines.run import output_key
+
+    config = _config(workspace)
+    first = execute(config)
+    changed = parse_config({**config.model_dump(mode="json"),
+                            "generate": {"prompt": "a dog", "max_tokens": 4, "temperature": 0}})
+    assert output_key(changed) != output_key(config)
+    second = execute(changed)
+    # not retrained: the same training key, the same weights (identical perplexities), a new sample
+    assert second.run_key == first.run_key and second.output_key != first.output_key
+    assert second.resumed_from_step is not None
+    assert second.metrics["test_perplexity"] == first.metrics["test_perplexity"]
+    assert second.metrics["val_perplexity"] == first.metrics["val_perplexity"]
+    assert second.sample.startswith("a dog") and not second.reused
+    assert Path(second.model_path).is_file() and second.model_path != first.model_path
+    # a new MLflow run, linked to the training's, with the training history in it; registered from it
+    client = MlflowClient(config.resolved_tracking_uri())
+    run = client.get_run(second.mlflow_run_id)
+    assert second.mlflow_run_id != first.mlflow_run_id
+    assert run.data.tags["rnnflow.trained_by_run"] == first.mlflow_run_id
+    assert run.data.params["generate.prompt"] == "a dog"
+    history = [m.value for m in client.get_metric_history(second.mlflow_run_id, "val_perplexity")]
+    original = [m.value for m in client.get_metric_history(first.mlflow_run_id, "val_perplexity")]
+    assert sorted(history) == sorted(original) and len(history) == 3  # 2 epochs + the final evaluation
+    assert client.get_metric_history(second.mlflow_run_id, "step/train_loss")
+    assert second.registered_version == "2" and client.get_model_version("tiny-lm", "2").run_id == run.info.run_id
+    # back to the first settings: its outputs are reused as they were
+    back = execute(config)
+    assert back.reused and back.mlflow_run_id == first.mlflow_run_id and back.sample == first.sample
+    assert _versions(client, "tiny-lm") == [1, 2]
+
+
+def test_what_the_keys_hash():
+    from pipelines.run import output_key, run_key
+
+    base = _config(Path("/tmp/keys"))
+    dump = base.model_dump(mode="json")
+
+    def with_(section, **values):
+        return parse_config({**dump, section: {**dump[section], **values}})
+
+    fp = "f" * 64
+    assert run_key(base, fp) != run_key(base, "e" * 64)  # the data
+    assert run_key(with_("training", epochs=3), fp) != run_key(base, fp)
+    assert run_key(with_("model", hidden_dim=16), fp) != run_key(base, fp)
+    assert run_key(with_("tracking", metric="val_loss"), fp) != run_key(base, fp)  # picks the best epoch
+    for section, values in (("generate", {"prompt": "x"}), ("decode", {"beam_size": 2}),
+                            ("tracking", {"registered_model": "x", "experiment": "y"})):
+        changed = with_(section, **values)
+        assert run_key(changed, fp) == run_key(base, fp), section
+    assert output_key(with_("generate", top_k=3)) != output_key(base)
+    assert output_key(with_("decode", length_penalty=0.5)) != output_key(base)
+    assert output_key(with_("tracking", registered_model="x")) == output_key(base)

@@ -47,3 +47,17 @@ def test_noisy_reversal_learns_registers_translates_and_evaluates(workspace, cap
     assert scores["wer"] == pytest.approx(metrics["test_beam3_wer"], abs=1e-4)  # the summary prints 4 decimals
     assert scores["chrf"] > 90
     assert cli.main(["tag", "--model", model, "abc"]) == 1  # not a tagger
+
+    # Another beam size: the trained weights are scored, exported and registered again, not retrained
+    # and not ignored (the exported model searches with the new beam size by default).
+    assert cli.main(["run", CONFIG, *_overrides(workspace), "--set", "decode.beam_size=2"]) == 0
+    out = capsys.readouterr().out
+    again = {line.split(":")[0].strip(): float(line.split(":")[1]) for line in out.splitlines()
+             if line.startswith("  ") and line.strip().split(":")[0].startswith(("val_", "test_"))}
+    assert "test_beam2_wer" in again and "test_beam3_wer" not in again
+    assert again["val_wer"] == pytest.approx(metrics["val_wer"], abs=1e-9)  # the same weights, greedy
+    assert "registered version 2" in out and "reused" not in out
+    from pipelines import tracking
+
+    exported = tracking.load_model("models:/reverse-tiny/2", f"sqlite:///{workspace}/mlflow.db")
+    assert exported.beam_size == 2

@@ -72,12 +72,14 @@ def _sets(overrides) -> list[str]:
 
 
 def _finished_run(tmp_path) -> dict:
-    """The one finished run's state (``state.json`` of its run-key folder)."""
+    """The result of the one finished run (``state.json`` of its training-key folder, one output)."""
     states = sorted((tmp_path / "runs").glob("*/state.json"))
     assert len(states) == 1, states
     state = json.loads(states[0].read_text())
     assert state["status"] == "done"
-    return state["result"]
+    (output,) = state["outputs"].values()
+    assert output["status"] == "done"
+    return output["result"]
 
 
 def _run(tmp_path, config_path, overrides, capsys) -> dict:
@@ -151,7 +153,8 @@ def _check_tracking(config, result: dict, export_cls) -> MlflowClient:
 
     # the exported model file exists and loads (raw strings in)
     path = Path(result["model_path"])
-    assert path.is_file() and path.parent == Path(config.resolved_work_dir) / result["run_key"] / "model"
+    out_dir = Path(config.resolved_work_dir) / result["run_key"] / "outputs" / result["output_key"]
+    assert path.is_file() and path.parent == out_dir / "model"
     loaded = keras.saving.load_model(path)
     assert isinstance(loaded, export_cls)
     return client

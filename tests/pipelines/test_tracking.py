@@ -26,40 +26,18 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 TEXTS = ["the cat sat on the mat", "a dog", "the dog sat"]
 
 
-@keras.saving.register_keras_serializable(package="rnnflow_tests")
-class HashTokens(keras.layers.Layer):
-    """Whitespace-splits raw strings and hashes the tokens to ids, inside the graph (test only).
-
-    Args:
-        num_bins: number of hash buckets.
-        length: sequences are padded / cut to this many tokens.
-
-    Call arguments:
-        inputs: a 1-D ``tf.string`` tensor of texts.
-    """
-
-    def __init__(self, num_bins=11, length=5, **kwargs):
-        super().__init__(**kwargs)
-        self.num_bins = num_bins
-        self.length = length
-
-    def call(self, inputs):
-        tokens = tf.strings.split(inputs)
-        ids = tf.strings.to_hash_bucket_fast(tokens, self.num_bins)
-        return ids.to_tensor(shape=[None, self.length])
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.length)
-
-    def get_config(self):
-        return {**super().get_config(), "num_bins": self.num_bins, "length": self.length}
+VOCAB = ["<pad>", "<unk>", "<bos>", "<eos>", "the", "cat", "sat", "on", "mat", "a", "dog"]
 
 
 def string_model(seed: int = 0) -> keras.Model:
+    """Raw strings → 3 scores: rnnflow's TextToIds (tokenizer inside the graph) + Keras layers."""
+    from keras_models.export import TextToIds
+    from preprocessing.tokenizers import TokenizerConfig
+
     keras.utils.set_random_seed(seed)
     inputs = keras.Input(shape=(), dtype="string", name="text")
-    x = HashTokens(num_bins=11, length=5)(inputs)
-    x = keras.layers.Embedding(11, 4)(x)
+    x = TextToIds(TokenizerConfig().to_dict(), VOCAB, append_eos=False)(inputs)
+    x = keras.layers.Embedding(len(VOCAB), 4)(x)
     x = keras.layers.GlobalAveragePooling1D()(x)
     outputs = keras.layers.Dense(3)(x)
     return keras.Model(inputs, outputs)
@@ -259,11 +237,9 @@ def test_string_model_logs_registers_and_loads_back(store, client, tmp_path):
     model = string_model()
     texts = np.asarray(TEXTS, dtype=object)
     expected = model.predict(texts, verbose=0)
-    helper = tmp_path / "helper_code.py"
-    helper.write_text("VALUE = 1\n", encoding="utf-8")
 
     with tracking.Tracker(store, "exp-model", run_name="model") as t:
-        uri = t.log_model(model, "model", input_example=TEXTS[:2], code_paths=[str(helper)])
+        uri = t.log_model(model, "model", input_example=TEXTS[:2])
         version = t.register_model(uri, "tiny-string")
         run_id = t.run_id
     assert uri.startswith("models:/")
@@ -276,11 +252,10 @@ def test_string_model_logs_registers_and_loads_back(store, client, tmp_path):
     (spec,) = info.signature.inputs.inputs
     assert spec.type == np.dtype(object) and spec.shape == (-1,)
     assert info.signature.outputs.inputs[0].shape == (-1, 3)
-    assert info.metadata[tracking.CUSTOM_MODULES_METADATA_KEY] == [HashTokens.__module__]
     assert info.flavors["python_function"]["loader_module"] == "pipelines.tracking"
-    assert info.flavors["python_function"]["code"] == "code"
+    assert "code" not in info.flavors["python_function"] and "code" not in info.flavors["keras"]
     local = mlflow.artifacts.download_artifacts(f"models:/tiny-string/{version}", dst_path=str(tmp_path / "dl"))
-    assert (Path(local) / "code" / "helper_code.py").read_text() == "VALUE = 1\n"
+    assert not (Path(local) / "code").exists()
     assert (Path(local) / "data" / "model.keras").is_file()
     # the artifacts sit under the experiment's artifact location, next to the database
     db_dir = Path(store[len("sqlite:///") :]).parent
@@ -306,7 +281,8 @@ def test_string_model_logs_registers_and_loads_back(store, client, tmp_path):
     resolved = tracking.resolve_model_uri("models:/tiny-string@champion", store)
     assert (resolved.version, resolved.run_id, resolved.uri) == ("1", run_id, "models:/tiny-string/1")
     np.testing.assert_allclose(
-        tracking.load_champion("tiny-string", store).predict(texts, verbose=0), expected, rtol=1e-6, atol=1e-6
+        tracking.load_model("models:/tiny-string@champion", store).predict(texts, verbose=0), expected,
+        rtol=1e-6, atol=1e-6,
     )
 
 
@@ -318,13 +294,12 @@ def test_string_model_loads_in_a_fresh_interpreter(store, client, tmp_path):
     except mlflow.exceptions.MlflowException:
         pytest.skip("runs after test_string_model_logs_registers_and_loads_back")
     expected = string_model().predict(np.asarray(TEXTS, dtype=object), verbose=0)
-    # a fresh interpreter knows nothing of HashTokens: the recorded module is imported on load
+    # a fresh interpreter: rnnflow's classes are registered by rnnflow itself, not by the artifact
     script = textwrap.dedent(
         f"""
         import sys, numpy as np
         from pipelines import tracking
-        assert {HashTokens.__module__!r} not in sys.modules
-        m = tracking.load_champion("tiny-string", {store!r})
+        m = tracking.load_model("models:/tiny-string@champion", {store!r})
         print("PRED", np.asarray(m.predict(np.asarray({TEXTS!r}, dtype=object), verbose=0)).tolist())
         import mlflow
         served = mlflow.pyfunc.load_model("models:/tiny-string@champion")
@@ -349,7 +324,6 @@ def test_signature_from_symbolic_inputs_without_example():
     (spec,) = sig.inputs.inputs
     assert spec.type == np.dtype(object) and spec.shape == (-1,)
     assert sig.outputs.inputs[0].shape == (-1, 3)
-    assert tracking.custom_modules(string_model()) == [HashTokens.__module__]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,173 @@
+"""Loading a saved model without running any code that came with it.
+
+A ``.keras`` file is a zip of ``config.json`` (which classes to build, with which arguments) and the
+weights. Keras rebuilds every object the config names; rnnflow lets it build only
+
+- Keras' own classes and built-in functions (module ``keras`` / ``keras.*``, functions of module
+  ``builtins`` such as ``"tanh"``), and
+- rnnflow's own layers and models: the classes registered with
+  ``register_keras_serializable(package="rnnflow")`` by the modules of this installed package
+  (:data:`RNNFLOW_MODULES`), found by importing them here: the allow-list
+  (:func:`rnnflow_objects`).
+
+Anything else in the config — a class registered by another package, a module name outside Keras
+and rnnflow, a registered name that is not rnnflow's — is refused *before* Keras reads the file, with
+:class:`UnsafeModelError` naming the class. Keras itself loads with ``safe_mode=True``, which refuses
+``Lambda`` layers holding Python bytecode. Nothing is imported because a file names it, and no
+folder of the artifact is put on ``sys.path``.
+
+Example:
+    >>> from keras_models.saving import load_model
+    >>> scorer = load_model("runs/quickstart/<key>/outputs/<key>/model/scorer.keras")
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import zipfile
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import keras
+
+PACKAGE = "rnnflow"
+# The modules that define rnnflow's serializable Keras objects (imported, never taken from a file).
+RNNFLOW_MODULES = (
+    "keras_models.cells",
+    "keras_models.recurrent",
+    "keras_models.attention",
+    "keras_models.crf",
+    "keras_models.pooling",
+    "keras_models.language_model",
+    "keras_models.tagger",
+    "keras_models.classifier",
+    "keras_models.seq2seq",
+    "keras_models.export",
+)
+_OWN_PACKAGES = ("keras_models", "preprocessing", "pipelines")
+# Plain values Keras serializes as objects (tensors, arrays, bytes, slices): data, not code.
+_VALUE_CLASSES = {"__keras_tensor__", "__tensor__", "__numpy__", "__bytes__", "__ellipsis__", "__slice__",
+                  "__typespec__"}
+
+
+class ModelLoadError(ValueError):
+    """A model that cannot be loaded; the message names it and what to do (the CLI prints it on one line)."""
+
+
+class ModelNotFoundError(ModelLoadError, LookupError):
+    """No model where one was asked for (a path, a run, a registry version or alias)."""
+
+
+class UnsafeModelError(ModelLoadError):
+    """A saved model that names an object rnnflow does not allow, ships code, or is not a model file."""
+
+
+def rnnflow_objects() -> dict[str, type]:
+    """The allow-list: ``{"rnnflow>ClassName": class}`` for every class rnnflow registers itself."""
+    for module in RNNFLOW_MODULES:
+        importlib.import_module(module)
+    return {
+        name: obj
+        for name, obj in keras.saving.get_custom_objects().items()
+        if name.startswith(f"{PACKAGE}>") and getattr(obj, "__module__", "").split(".", 1)[0] in _OWN_PACKAGES
+    }
+
+
+def _objects(node: Any) -> Iterator[Mapping[str, Any]]:
+    """Every serialized object (a mapping with ``class_name``) in a Keras config, depth first."""
+    if isinstance(node, Mapping):
+        if "class_name" in node:
+            yield node
+        for value in node.values():
+            yield from _objects(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            yield from _objects(value)
+
+
+def _describe(obj: Mapping[str, Any]) -> str:
+    parts = [f"class {obj.get('class_name')!r}"]
+    if obj.get("module"):
+        parts.append(f"module {obj.get('module')!r}")
+    if obj.get("registered_name"):
+        parts.append(f"registered as {obj.get('registered_name')!r}")
+    return ", ".join(parts)
+
+
+def check_config(config: Mapping[str, Any], source: str, allowed: Mapping[str, type] | None = None) -> None:
+    """Raises :class:`UnsafeModelError` if ``config`` (a ``.keras`` file's ``config.json``) names an
+    object outside Keras and rnnflow's allow-list; ``source`` names the file in the message."""
+    allowed = rnnflow_objects() if allowed is None else allowed
+    for obj in _objects(config):
+        class_name = obj.get("class_name")
+        module = obj.get("module")
+        registered = obj.get("registered_name")
+        if not isinstance(class_name, str) or not (module is None or isinstance(module, str)):
+            raise UnsafeModelError(f"{source}: malformed object in the model config: {_describe(obj)}")
+        if registered is not None and not isinstance(registered, str):
+            raise UnsafeModelError(f"{source}: malformed object in the model config: {_describe(obj)}")
+        if class_name in _VALUE_CLASSES:
+            continue
+        if class_name == "__lambda__":
+            raise UnsafeModelError(f"{source}: the model holds a Python lambda (Lambda layer); refusing to load it")
+        own = registered in allowed or class_name in allowed  # functions keep "package>name" in class_name
+        if own:
+            cls = allowed.get(registered) or allowed.get(class_name)
+            if module not in (None, cls.__module__):
+                raise UnsafeModelError(
+                    f"{source}: {_describe(obj)} does not match rnnflow's {registered or class_name} "
+                    f"(defined in {cls.__module__}); refusing to load"
+                )
+            continue
+        builtin = module is not None and (module == "keras" or module.startswith("keras.") or module == "builtins")
+        if builtin and registered in (None, class_name) and ">" not in class_name:
+            continue
+        raise UnsafeModelError(
+            f"{source}: the model needs {_describe(obj)}, which is neither a Keras class nor one of "
+            f"rnnflow's layers ({', '.join(sorted(n.split('>', 1)[1] for n in allowed))}); refusing to load it. "
+            "rnnflow loads only its own, installed classes and never code shipped with a model"
+        )
+
+
+def read_config(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``config.json`` of a ``.keras`` file; :class:`UnsafeModelError` if it is not one."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ModelNotFoundError(f"{path}: no such file")
+    if not zipfile.is_zipfile(path):
+        raise UnsafeModelError(f"{path}: not a .keras model file (not a zip archive)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            raw = archive.read("config.json")
+    except KeyError:
+        raise UnsafeModelError(f"{path}: not a .keras model file (no config.json inside)") from None
+    except (zipfile.BadZipFile, OSError) as err:
+        raise UnsafeModelError(f"{path}: damaged .keras file ({err})") from None
+    try:
+        config = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise UnsafeModelError(f"{path}: damaged .keras file: config.json is not JSON ({err})") from None
+    if not isinstance(config, dict):
+        raise UnsafeModelError(f"{path}: damaged .keras file: config.json is not a JSON object")
+    return config
+
+
+def load_model(path: str | os.PathLike) -> keras.Model:
+    """Loads a ``.keras`` file built only from Keras' and rnnflow's own classes (see the module doc).
+
+    Raises:
+        ModelNotFoundError: no such file.
+        UnsafeModelError: not a ``.keras`` file, or it names a class rnnflow does not allow; also
+            Keras' own ``safe_mode`` refusals (``Lambda`` layers with bytecode).
+    """
+    path = os.fspath(path)
+    allowed = rnnflow_objects()
+    check_config(read_config(path), path, allowed)
+    try:
+        return keras.saving.load_model(path, custom_objects=dict(allowed), compile=False, safe_mode=True)
+    except ValueError as err:
+        if "safe_mode" in str(err) or "unsafe" in str(err).lower():
+            raise UnsafeModelError(f"{path}: {err}") from None
+        raise
