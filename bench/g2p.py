@@ -28,12 +28,11 @@ ANCHORS = {True: ("Phonetisaurus 8-gram, current CMUdict, stress removed", 0.333
 
 def decoding_speed(model_path: str, words: list[str], beam_size: int, batch_size: int = 256) -> float:
     """Words per second through the exported model (tokenization, encoder, search, detokenization)."""
-    import keras
     import tensorflow as tf
 
-    import keras_models.export  # noqa: F401  (registers the classes)
+    from keras_models.saving import load_model
 
-    model = keras.saving.load_model(model_path)
+    model = load_model(model_path)
     search = tf.function(lambda t: model.search(t, beam_size=beam_size), reduce_retracing=True)
     search(tf.constant(words[:batch_size]))  # trace
     start = time.perf_counter()

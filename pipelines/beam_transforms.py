@@ -41,6 +41,7 @@ import tensorflow as tf
 
 from pipelines.datasets import CorpusSource
 from preprocessing import schema
+from preprocessing.manifest import file_digest
 from preprocessing.tokenizers import Tokenizer, TokenizerConfig
 from preprocessing.vocab import EOS_ID, UNK_ID, LabelSet, Vocabulary
 
@@ -49,8 +50,12 @@ log = logging.getLogger(__name__)
 NAMESPACE = "rnnflow"
 ACCEPTED, REJECTED = "accepted", "rejected"
 INVALID_UTF8, EMPTY, TOO_LONG, TOKENIZER_ERROR = "invalid_utf8", "empty", "too_long", "tokenizer_error"
+TOKEN_TOO_LONG = "token_too_long"
 DUPLICATE, UNKNOWN_TAG, UNKNOWN_LABEL = "duplicate", "unknown_tag", "unknown_label"
-REJECT_REASONS = (INVALID_UTF8, EMPTY, TOO_LONG, TOKENIZER_ERROR, DUPLICATE, UNKNOWN_TAG, UNKNOWN_LABEL)
+REJECT_REASONS = (INVALID_UTF8, EMPTY, TOO_LONG, TOKEN_TOO_LONG, TOKENIZER_ERROR, DUPLICATE, UNKNOWN_TAG,
+                  UNKNOWN_LABEL)
+DEFAULT_MAX_TOKEN_CHARS = 100  # DataConfig.max_token_chars' default
+TOKEN_PREVIEW_CHARS = 40
 TOKENS_PER_SHARD = 1_000_000
 VOCAB_FILE = "vocab/tokens.txt"
 TAGS_FILE = "vocab/tags.txt"
@@ -390,19 +395,37 @@ def reject(record: dict, reason: str, detail: str, text: str) -> TaggedOutput:
     )
 
 
+def _check_max_token_chars(max_token_chars) -> int:
+    if isinstance(max_token_chars, bool) or not isinstance(max_token_chars, int) or max_token_chars < 1:
+        raise ValueError(f"max_token_chars must be an int >= 1, got {max_token_chars!r}")
+    return max_token_chars
+
+
+def _utf8_error_detail(record: dict, raw: bytes, err: UnicodeDecodeError, what: str) -> str:
+    """``line N: invalid UTF-8 at byte B of the <what> (reason)``; ``N`` is the file line of the
+    bad byte: the record's ``line`` plus the line breaks before it (a document spans lines)."""
+    number = record["line"] + raw.count(b"\n", 0, err.start)
+    return f"line {number}: invalid UTF-8 at byte {err.start} of the {what} ({err.reason})"
+
+
 class TokenizeBatchDoFn(beam.DoFn):
     """Decodes, normalizes and tokenizes a *list* of corpus records in one TensorFlow call.
 
-    Main output: tokenized records. Tagged output ``rejected``: records that are not valid UTF-8,
-    are empty after normalization (no token, or only whitespace tokens at character level), or
-    have more than ``max_length`` tokens.
+    Main output: tokenized records. Tagged output ``rejected``: records that are not valid UTF-8
+    (``detail`` names the file line and the byte offset in the text), are empty after normalization
+    (no token, or only whitespace tokens at character level), have more than ``max_length`` tokens,
+    or hold a token (after normalization) of more than ``max_token_chars`` characters
+    (``token_too_long``: one such token rejects the whole record, so it never reaches the
+    vocabulary). Both limits apply to both sides of a pair (``target_config``); at character level
+    every token is one character, so ``max_token_chars`` never rejects there.
     """
 
     def __init__(self, tokenizer_config: TokenizerConfig, max_length: int, log_every: int = 100_000,
-                 target_config: TokenizerConfig | None = None):
+                 target_config: TokenizerConfig | None = None, max_token_chars: int = DEFAULT_MAX_TOKEN_CHARS):
         self.tokenizer_config = tokenizer_config
         self.target_config = target_config
         self.max_length = max_length
+        self.max_token_chars = _check_max_token_chars(max_token_chars)
         self.log_every = log_every
         self._tokenizer = None
         self._target_tokenizer = None
@@ -434,8 +457,20 @@ class TokenizeBatchDoFn(beam.DoFn):
             elif len(tokens) > self.max_length:
                 yield self._reject(record, TOO_LONG, f"{len(tokens)} tokens > max_length {self.max_length}",
                                    " ".join(record["tokens"]))
+            elif (long := self._long_token(tokens)) is not None:
+                yield self._reject(record, TOKEN_TOO_LONG, long, " ".join(record["tokens"]))
             else:
                 yield self._accept(record, tokens)
+
+    def _long_token(self, tokens: list[str]) -> str | None:
+        """The detail for the first token longer than ``max_token_chars``, or ``None``."""
+        if not tokens or max(map(len, tokens)) <= self.max_token_chars:  # the common case, without a Python loop
+            return None
+        for i, token in enumerate(tokens):
+            if len(token) > self.max_token_chars:
+                preview = token if len(token) <= TOKEN_PREVIEW_CHARS else token[:TOKEN_PREVIEW_CHARS] + "..."
+                return f"token {i + 1} has {len(token)} characters > max_token_chars {self.max_token_chars}: {preview!r}"
+        return None
 
     def _accept(self, record: dict, tokens: list[str]) -> dict:
         self._accepted.inc()
@@ -456,14 +491,14 @@ class TokenizeBatchDoFn(beam.DoFn):
                     out.append(err)
             return out
 
-    def _tokenize_side(self, records: list[dict], key: str, tokenizer, side: str = ""):
+    def _tokenize_side(self, records: list[dict], key: str, tokenizer, side: str = "", what: str = "text"):
         """``(accepted [(record, tokens)], rejections)`` for the texts ``record[key]`` (bytes)."""
         accepted, rejections, valid = [], [], []
         for record in records:
             try:
                 valid.append((record, record[key].decode("utf-8")))
             except UnicodeDecodeError as err:
-                rejections.append(self._reject(record, INVALID_UTF8, f"{side}{err.reason} at byte {err.start}",
+                rejections.append(self._reject(record, INVALID_UTF8, _utf8_error_detail(record, record[key], err, what),
                                                record[key].decode("utf-8", "backslashreplace")))
         results = self._tokenize([text for _, text in valid], tokenizer) if valid else []
         for (record, text), tokens in zip(valid, results):
@@ -473,6 +508,8 @@ class TokenizeBatchDoFn(beam.DoFn):
                 rejections.append(self._reject(record, EMPTY, f"{side}no token after normalization", text))
             elif len(tokens) > self.max_length:
                 rejections.append(self._reject(record, TOO_LONG, f"{side}{len(tokens)} tokens > max_length {self.max_length}", text))
+            elif (long := self._long_token(tokens)) is not None:
+                rejections.append(self._reject(record, TOKEN_TOO_LONG, f"{side}{long}", text))
             else:
                 accepted.append((record, tokens))
         return accepted, rejections
@@ -489,7 +526,7 @@ class TokenizeBatchDoFn(beam.DoFn):
         if self._target_tokenizer is not None:  # parallel pairs: the target side has its own tokenizer
             source_tokens = {id(record): tokens for record, tokens in accepted}
             pairs, rejections = self._tokenize_side([r for r, _ in accepted], "target_raw", self._target_tokenizer,
-                                                    "target: ")
+                                                    "target: ", "target text")
             yield from rejections
             for record, target_tokens in pairs:
                 out = self._accept(record, source_tokens[id(record)])
@@ -508,18 +545,22 @@ class TokenizeBatchDoFn(beam.DoFn):
 class TokenizeLines(beam.PTransform):
     """Batches corpus records and tokenizes them; returns outputs ``accepted`` (main) and ``rejected``.
 
+    ``max_length`` (tokens per record) and ``max_token_chars`` (characters per token) are the
+    limits of :class:`TokenizeBatchDoFn`.
+
     Example::
 
-        out = records | TokenizeLines(TokenizerConfig(), max_length=100)
+        out = records | TokenizeLines(TokenizerConfig(), max_length=100, max_token_chars=100)
         out.accepted, out.rejected
     """
 
     def __init__(self, tokenizer_config: TokenizerConfig, max_length: int, min_batch_size=256, max_batch_size=2048,
-                 target_config: TokenizerConfig | None = None):
+                 target_config: TokenizerConfig | None = None, max_token_chars: int = DEFAULT_MAX_TOKEN_CHARS):
         super().__init__()
         self.target_config = target_config
         self.tokenizer_config = tokenizer_config
         self.max_length = max_length
+        self.max_token_chars = _check_max_token_chars(max_token_chars)
         self.min_batch_size = min_batch_size
         self.max_batch_size = max_batch_size
 
@@ -528,8 +569,8 @@ class TokenizeLines(beam.PTransform):
             records
             | "Batch" >> beam.BatchElements(min_batch_size=self.min_batch_size, max_batch_size=self.max_batch_size)
             | "Tokenize"
-            >> beam.ParDo(TokenizeBatchDoFn(self.tokenizer_config, self.max_length,
-                                            target_config=self.target_config)).with_outputs(
+            >> beam.ParDo(TokenizeBatchDoFn(self.tokenizer_config, self.max_length, target_config=self.target_config,
+                                            max_token_chars=self.max_token_chars)).with_outputs(
                 REJECTED, main=ACCEPTED
             )
         )
@@ -620,8 +661,12 @@ class CountLabels(_CountValues):
 
 
 def _build_label_set(pairs, what):
+    """A :class:`LabelSet`, or ``None`` when the training split has no examples (every record is then
+    rejected by :class:`EncodeExamples`, and the prepare job reports the empty corpus with its
+    sources and rejection reasons)."""
     if not pairs:
-        raise ValueError(f"the training split has no {what}: nothing to learn (are all records rejected?)")
+        log.warning("the training split has no %s: every record will be rejected", what)
+        return None
     labels = LabelSet.from_labels(label for label, _ in pairs)
     log.info("%s: %d (%s)", what, len(labels), ", ".join(labels.labels[:20]))
     return labels
@@ -669,11 +714,12 @@ class EncodeExamplesDoFn(beam.DoFn):
                    "unk": sum(1 for i in ids if i == UNK_ID), "labels": []}
             return
         names = record["tags"] if self.task == "tagging" else [record["label"]]
-        unknown = labels.unknown(names)
+        unknown = labels.unknown(names) if labels is not None else names
         if unknown:
             self._unknown.inc()
             what = UNKNOWN_TAG if self.task == "tagging" else UNKNOWN_LABEL
-            detail = f"{what.split('_')[1]}(s) {unknown[:10]} not in the training split's {len(labels)}"
+            known = f"the training split's {len(labels)}" if labels is not None else "the training split, which is empty"
+            detail = f"{what.split('_')[1]}(s) {unknown[:10]} not in {known}"
             yield reject(record, what, detail, " ".join(record["tokens"]))
             return
         ids = vocab.encode(record["tokens"])
@@ -783,7 +829,7 @@ class SplitSummaryFn(beam.CombineFn):
 
 def _length(features: dict) -> int:
     """An example's length in ids: its tokens, or its source tokens for seq2seq."""
-    return len(features["ids"] if "ids" in features else features["source_ids"])
+    return schema.example_length(features)
 
 
 class SummarizeSplits(beam.PTransform):
@@ -808,11 +854,16 @@ def _key_by_shard(record, summaries, task):
     summary = summaries[record["split"]]
     shard = bisect.bisect_right(summary["boundaries"], record["index"]) - 1
     serialized = schema.encode_example(task, record["features"])
-    return (record["split"], shard, summary["num_shards"]), (record["index"], serialized)
+    return (record["split"], shard, summary["num_shards"]), (record["index"], serialized, _length(record["features"]))
 
 
 class WriteShardDoFn(beam.DoFn):
-    """Writes one shard: its records sorted by ``index`` into ``<dir>/<split>-NNNNN-of-NNNNN.tfrecord.gz``."""
+    """Writes one shard: its records sorted by ``index`` into ``<dir>/<split>-NNNNN-of-NNNNN.tfrecord.gz``.
+
+    Yields ``{"name", "sha256", "bytes", "examples", "tokens"}``: the file's sha256 and size (hashed
+    after it is closed, as the readers will see it) and the records and ids it holds, so the manifest
+    can record them wherever the shard was written (any runner, any worker).
+    """
 
     def __init__(self, output_dir: str):
         self.output_dir = output_dir
@@ -821,14 +872,17 @@ class WriteShardDoFn(beam.DoFn):
         (split, shard, num_shards), values = element
         values = sorted(values, key=operator.itemgetter(0))
         name = schema.shard_name(split, shard, num_shards)
-        n = write_tfrecords(os.path.join(self.output_dir, name), (v for _, v in values))
+        path = os.path.join(self.output_dir, name)
+        n = write_tfrecords(path, (v[1] for v in values))
+        sha256, size = file_digest(path)
         Metrics.counter(NAMESPACE, "records_written").inc(n)
         log.info("wrote %s (%d records)", name, n)
-        yield name
+        yield {"name": name, "sha256": sha256, "bytes": size, "examples": n, "tokens": sum(v[2] for v in values)}
 
 
 class WriteShards(beam.PTransform):
-    """Encoded records → sharded GZIP TFRecords honouring the order contract; yields the shard names.
+    """Encoded records → sharded GZIP TFRecords honouring the order contract; yields one
+    ``{"name", "sha256", "bytes", "examples", "tokens"}`` per shard (:class:`WriteShardDoFn`).
 
     Args:
         output_dir: directory to write into (``tf.io.gfile`` path).
@@ -885,9 +939,9 @@ class WriteRejected(beam.PTransform):
 
 
 def _write_vocabulary(vocab, output_dir, path):
-    data = vocab.to_bytes()
+    data = vocab.to_bytes() if vocab is not None else b""  # None: no training examples (an error later)
     write_bytes_atomic(os.path.join(output_dir, path), data)
-    return {"path": path, "size": len(vocab), "sha256": hashlib.sha256(data).hexdigest()}
+    return {"path": path, "size": len(vocab) if vocab is not None else 0, "sha256": hashlib.sha256(data).hexdigest()}
 
 
 class WriteVocabulary(beam.PTransform):
@@ -911,14 +965,16 @@ def _write_summary(_, path, splits, rejected, vocab, shards, **extra):
         },
         "rejected": rejected,
         "vocab": vocab,
-        "shards": sorted(shards),
+        "shards": {info["name"]: {k: v for k, v in info.items() if k != "name"}
+                   for info in sorted(shards, key=operator.itemgetter("name"))},
     }
     write_bytes_atomic(path, json.dumps(summary, sort_keys=True).encode("utf-8"))
     return path
 
 
 class WriteSummary(beam.PTransform):
-    """Gathers split summaries, rejected and vocabulary summaries and shard names into one JSON file;
+    """Gathers split summaries, rejected and vocabulary summaries and shard infos (``"shards": {name:
+    {"sha256", "bytes", "examples", "tokens"}}``) into one JSON file;
     ``extra`` maps more keys to one-element PCollections (e.g. ``labels``, ``chars`` file summaries)."""
 
     def __init__(self, path: str, splits, rejected, vocab, shards, extra: dict | None = None):

@@ -2,6 +2,11 @@
 
 Every section forbids unknown keys, so a typo in a config is an error that names the key
 (``training.lerning_rate: Extra inputs are not permitted``) instead of a silently ignored setting.
+Every section is *strict* (pydantic strict mode): a YAML scalar must already have the field's type,
+so ``training.epochs: true``, ``lowercase: "yes"`` or ``max_vocab_size: "50"`` are errors naming
+the key instead of 1 epoch, ``True`` or 50. The only widening kept is the lossless one: a float
+field takes a YAML integer (``learning_rate: 1``). ``--set`` overrides are parsed as YAML first, so
+they follow the same rules (``training.epochs=3``, not ``training.epochs='3'``).
 The resolved config (defaults filled in) is what gets logged with every run.
 """
 
@@ -22,7 +27,7 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), strict=True)
 
 
 class SplitConfig(_Section):
@@ -62,6 +67,16 @@ class ReaderConfig(_Section):
     separator: str | None = Field(None, description="column files: column separator (None: any whitespace)")
     text_field: str = Field("text", description="JSONL: the text field")
     label_field: str = Field("label", description="JSONL: the label field")
+    label_types: Literal["string", "any"] = Field(
+        "string", description="JSONL: 'string': a label must be a JSON string (else bad_field); 'any': integers and "
+        "booleans become their JSON spelling (1 -> '1', true -> 'true'); floats, arrays, objects, null: bad_field"
+    )
+
+    @model_validator(mode="after")
+    def _distinct_columns(self) -> "ReaderConfig":
+        if self.token_column == self.tag_column:
+            raise ValueError(f"token_column and tag_column must differ, both are {self.token_column}")
+        return self
 
 
 # data.dataset → (task, format); the format names a reader of pipelines/readers.py
@@ -122,6 +137,10 @@ class DataConfig(TokenizerSettings):
         "plain", description="tagging: plain tags (POS) or BIO/BIOES spans (NER, scored by span F1)"
     )
     max_length: int = Field(1000, ge=1, description="lines with more tokens are rejected")
+    max_token_chars: int = Field(
+        100, ge=1, description="a record with a token of more characters is rejected (token_too_long); one limit "
+        "for both sides of seq2seq pairs; a character-level token is one character, so it never applies there",
+    )
     split: SplitConfig = Field(default_factory=SplitConfig)
     max_lines: dict[str, int] | None = Field(
         None, description="keep only the first N records of a split (e.g. {train: 5000}); for quick runs. Corpus "

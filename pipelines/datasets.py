@@ -290,7 +290,7 @@ def reader_options(config: "DataConfig") -> tuple:
     if config.format == "columns":
         return (("token_column", r.token_column), ("tag_column", r.tag_column), ("separator", r.separator))
     if config.format == "jsonl":
-        return (("text_field", r.text_field), ("label_field", r.label_field))
+        return (("text_field", r.text_field), ("label_field", r.label_field), ("label_types", r.label_types))
     if config.format == "cmudict":
         return (("remove_stress", config.remove_stress),)
     return ()

@@ -16,10 +16,14 @@ Steps (one Beam pipeline; every step is a labelled transform of :mod:`pipelines.
 Output: ``<data.output_dir>/<dataset>-<fingerprint[:12]>/`` (see ``docs/ARCHITECTURE.md``). The
 fingerprint (``input_fingerprint`` in the manifest) covers the data config (without ``output_dir``),
 the sources' sha256 and the code's schema / prepare versions. If that directory already holds a
-complete ``manifest.json`` with the same fingerprint, :func:`prepare` returns it without running
-anything. Otherwise the job writes into a hidden temporary sibling (``.<name>.tmp-<random>``), writes
-``manifest.json`` last and renames the directory into place: a killed job leaves no directory that
-looks finished (at worst a hidden ``.tmp-`` directory, safe to delete).
+complete ``manifest.json`` with the same fingerprint whose files all match it (every shard's and
+vocabulary file's sha256 and size, see :func:`preprocessing.manifest.verify`), :func:`prepare` returns
+it without running anything; a directory that fails verification is rebuilt (a warning names the
+file). Otherwise the job writes into a hidden temporary sibling
+(``.<name>.tmp-<random>-<pid>-<host>``), writes ``manifest.json`` last and renames the directory into
+place: a killed job leaves no directory that looks finished, at worst a hidden ``.tmp-`` directory,
+which the next prepare of the same fingerprint removes once its owner process (this host, that pid)
+is gone. A corpus with no usable training example is an error (:class:`DataError`), not a dataset.
 
 Runners: ``beam_args`` are ordinary Beam pipeline options (anything ``PipelineOptions`` accepts).
 Default: ``DirectRunner`` with ``--direct_running_mode=in_memory``. A ``DirectRunner`` job is run by
@@ -52,7 +56,9 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -66,7 +72,7 @@ import tensorflow as tf
 from pipelines import beam_transforms as bt
 from pipelines import datasets
 from pipelines.config import DataConfig
-from preprocessing.manifest import DataError, canonical_json, load_manifest, manifest_fingerprint
+from preprocessing.manifest import DataError, canonical_json, load_manifest, manifest_fingerprint, verify
 from preprocessing import schema
 from preprocessing.tokenizers import TokenizerConfig
 
@@ -74,7 +80,7 @@ log = logging.getLogger(__name__)
 
 # Bump when the prepare job's behaviour changes (tokenization details, rejection rules, encoding):
 # a new version never reuses data prepared by the old code.
-PREPARE_VERSION = 3
+PREPARE_VERSION = 4  # 4: the manifest records each shard's sha256, size, examples and tokens
 MANIFEST = "manifest.json"
 SUMMARY_FILE = "_summary.json"
 
@@ -167,19 +173,100 @@ def _read_json(path: str) -> Any:
         return json.loads(f.read().decode("utf-8"))
 
 
+# ------------------------------------------------------------------------------ temporary dirs
+_TMP_OWNER = re.compile(r"\.tmp-[0-9a-f]{8}-(?P<pid>[0-9]+)-(?P<host>[A-Za-z0-9._-]+)$")
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()) or "unknown"
+
+
+def tmp_dir_name(name: str, host: str, pid: int) -> str:
+    """The hidden temporary directory a prepare of ``name`` writes into: ``.<name>.tmp-<random>-<pid>-<host>``
+    (the owner in the name, so a later prepare can tell a dead job's leftover from a running one)."""
+    return f".{name}.tmp-{uuid.uuid4().hex[:8]}-{int(pid)}-{re.sub(r'[^A-Za-z0-9._-]', '_', host)}"
+
+
+def tmp_owner(dirname: str) -> tuple[str, int] | None:
+    """``(host, pid)`` of a temporary directory named by :func:`tmp_dir_name`; None for other names."""
+    m = _TMP_OWNER.search(dirname)
+    return (m.group("host"), int(m.group("pid"))) if m else None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    except OSError:
+        return True  # unknown: keep the directory
+    return True
+
+
+def _remove_dead_leftovers(output_root: str, name: str) -> None:
+    """Removes ``.<name>.tmp-*`` directories whose owner (this host, a pid no longer alive) is gone;
+    logs those it leaves (another host's, a live process', or of unknown owner)."""
+    try:
+        entries = tf.io.gfile.listdir(output_root)
+    except (OSError, tf.errors.OpError):
+        return
+    host = _host()
+    for entry in sorted(e.rstrip("/") for e in entries):
+        if not entry.startswith(f".{name}.tmp-"):
+            continue
+        path = os.path.join(output_root, entry)
+        owner = tmp_owner(entry)
+        if owner is None:
+            log.info("leaving %s: a temporary directory of unknown owner (delete it if no prepare is running)", path)
+        elif owner[0] != host:
+            log.info("leaving %s: its owner runs on host %s", path, owner[0])
+        elif owner[1] != os.getpid() and not _pid_alive(owner[1]):
+            log.warning("removing %s: left by a prepare job (pid %d) that is gone", path, owner[1])
+            _rmtree(path)
+        else:
+            log.info("leaving %s: its owner (pid %d) is still running", path, owner[1])
+
+
 # ----------------------------------------------------------------------------------- manifest
-def _reusable(final_dir: str, fingerprint: str) -> bool:
+def _reusable(final_dir: str, fingerprint: str, warn: bool = True) -> bool:
+    """True if ``final_dir`` is a finished preparation of ``fingerprint`` whose files all match its
+    manifest; otherwise False, with a warning saying why (naming the file) where it exists and ``warn``."""
+    report = log.warning if warn else log.debug
     if not tf.io.gfile.exists(os.path.join(final_dir, MANIFEST)):
         return False
     try:
         manifest = load_manifest(final_dir)
     except DataError as err:
-        log.warning("%s; it will be rebuilt", err)
+        report("%s; it will be rebuilt", err)
         return False
     if manifest.get("input_fingerprint") != fingerprint:
-        log.warning("%s: manifest has another input fingerprint; it will be rebuilt", final_dir)
+        report("%s: manifest has another input fingerprint; it will be rebuilt", final_dir)
+        return False
+    try:
+        verify(final_dir, manifest)
+    except DataError as err:
+        report("%s: failed verification, it will be rebuilt: %s", final_dir, err)
         return False
     return True
+
+
+def _check_not_empty(summary: dict, sources: list[dict[str, str]]) -> None:
+    """A corpus with no training example is an error naming the sources and what was rejected."""
+    train = summary["splits"].get("train") or {}
+    if train.get("examples", 0) > 0:
+        return
+    rejected = summary["rejected"]
+    names = [s["path"] for s in sources]
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(rejected["by_reason"].items())) or "none"
+    others = {split: s["examples"] for split, s in summary["splits"].items() if split != "train"}
+    raise DataError(
+        f"{shown}: 0 training examples after reading; {rejected['count']} record(s) rejected ({reasons})"
+        + (f", other splits: {others}" if others else "")
+        + "; check data.files, data.split, data.max_length and the reader's format"
+    )
 
 
 # ------------------------------------------------------------------------------------ pipeline
@@ -208,7 +295,7 @@ def build_pipeline(
         | "MaxLines" >> bt.TakeFirstPerSplit(config.max_lines, "hash" if config.task == "classification" else "corpus")
     )
     tokenized = records | "Tokenize" >> bt.TokenizeLines(tokenizer_config(config), config.max_length,
-                                                         target_config=target_tokenizer_config(config))
+                                                         target_config=target_tokenizer_config(config), max_token_chars=config.max_token_chars)
     rejected.append(tokenized.rejected)
     vocab = (
         tokenized.accepted
@@ -276,12 +363,18 @@ def _build_manifest(
             s = {"examples": 0, "tokens": 0, "unk_tokens": 0, "oov_rate": 0.0, "length_histogram": {},
                  "label_counts": {}, "num_shards": 0}
         names = [schema.shard_name(split, i, s["num_shards"]) for i in range(s["num_shards"])]
-        written = set(summary["shards"])
+        written = summary["shards"]
         missing = [n for n in names if n not in written]
         if missing:
             raise RuntimeError(f"the pipeline did not write shard(s) {missing}")
+        info = {n: {k: written[n][k] for k in ("sha256", "bytes", "examples", "tokens")} for n in names}
+        for key in ("examples", "tokens"):
+            if sum(i[key] for i in info.values()) != s[key]:
+                raise RuntimeError(f"the {split} shards hold {sum(i[key] for i in info.values())} {key}, "
+                                   f"the split summary counts {s[key]}")
         splits[split] = {
             "shards": names,
+            "shard_info": info,
             "examples": s["examples"],
             "tokens": s["tokens"],
             "unk_tokens": s["unk_tokens"],
@@ -330,13 +423,14 @@ def prepare(data_config: DataConfig, beam_args: list[str] | None = None, force: 
     output_root = os.fspath(data_config.output_dir)
     name = f"{data_config.dataset}-{fingerprint[:12]}"
     final_dir = os.path.join(output_root, name)
+    _remove_dead_leftovers(output_root, name)
 
     if not force and _reusable(final_dir, fingerprint):
         log.info("prepare %s: reusing %s (same fingerprint %s)", data_config.dataset, final_dir, fingerprint[:12])
         return Path(final_dir)
 
     tf.io.gfile.makedirs(output_root)
-    tmp_dir = os.path.join(output_root, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp_dir = os.path.join(output_root, tmp_dir_name(name, _host(), os.getpid()))
     tf.io.gfile.makedirs(tmp_dir)
     log.info("prepare %s: building %s (runner %s) in %s", data_config.dataset, name, _runner_name(options), tmp_dir)
     try:
@@ -349,6 +443,7 @@ def prepare(data_config: DataConfig, beam_args: list[str] | None = None, force: 
         summary_path = os.path.join(tmp_dir, SUMMARY_FILE)
         summary = _read_json(summary_path)
         tf.io.gfile.remove(summary_path)
+        _check_not_empty(summary, source_info)
         runner = {"name": _runner_name(options), "args": list(beam_args or [])}
         manifest = _build_manifest(data_config, source_info, fingerprint, summary, runner)
         _write_manifest(tmp_dir, manifest)
@@ -375,7 +470,7 @@ def prepare(data_config: DataConfig, beam_args: list[str] | None = None, force: 
 def _move_into_place(tmp_dir: str, final_dir: str, fingerprint: str, force: bool) -> bool:
     """Renames ``tmp_dir`` to ``final_dir``; False if another job finished ``final_dir`` first."""
     if tf.io.gfile.exists(final_dir):
-        if not force and _reusable(final_dir, fingerprint):
+        if not force and _reusable(final_dir, fingerprint, warn=False):  # the caller warned already
             return False
         log.info("replacing %s", final_dir)
         _rmtree(final_dir)

@@ -67,26 +67,32 @@ Formats
     CoNLL-2003 style: one token per line, columns split by any run of whitespace
     (``separator=None``) or by the exact string ``separator`` (e.g. ``"\\t"``); sentences are
     separated by blank lines. Lines starting with ``-DOCSTART-`` are skipped (not items); there are
-    no comments (``#`` is a token). Column indices may be negative (``-1`` = last column). Example:
+    no comments (``#`` is a token). Column indices may be negative (``-1`` = last column); equal
+    indices are an option error. Example:
     ``{"tokens": [...], "tags": [...]}``; its ``line`` is the sentence's first token line. The
     whole sentence is rejected at its first bad line for:
 
     * ``invalid_utf8``: a line that is not valid UTF-8;
-    * ``bad_columns``: a line with too few columns for ``token_column`` / ``tag_column``, or with a
-      different number of columns from the sentence's first line;
+    * ``bad_columns``: a line with too few columns for ``token_column`` / ``tag_column``; a line
+      without a separate tag column, i.e. where both indices resolve to the same column (with the
+      default ``token_column=0, tag_column=-1``, any one-column line: its token is never taken for
+      its own tag); or a line with a different number of columns from the sentence's first line;
     * ``missing_form`` / ``missing_tag``: an empty or whitespace-only token / tag (possible only
       with an explicit ``separator``).
 
-``jsonl`` — :func:`read_jsonl` (``text_field="text", label_field="label"``)
+``jsonl`` — :func:`read_jsonl` (``text_field="text", label_field="label", label_types="string"``)
     One JSON object per line; blank lines are skipped. Example:
-    ``{"raw": text.encode("utf-8"), "label": str}``. The label may be a string or an integer
-    (turned into its decimal string); ``true``/``false``, floats, arrays, objects and ``null`` are
-    rejected. Other fields are ignored. Rejections:
+    ``{"raw": text.encode("utf-8"), "label": str}``. With ``label_types="string"`` (the default,
+    config ``reader.label_types``) the label must be a JSON string: ``1`` is not silently a class
+    next to ``"1"``. With ``label_types="any"`` an integer becomes its decimal string (``1`` →
+    ``"1"``) and a boolean ``"true"`` / ``"false"``; floats (no single spelling: ``1``, ``1.0``,
+    ``1e0``), arrays, objects and ``null`` are still rejected. Other fields are ignored. Rejections:
 
-    * ``invalid_utf8``: the line is not valid UTF-8;
+    * ``invalid_utf8``: the line is not valid UTF-8 (inside a JSON string too: the whole line is
+      decoded first; ``detail`` names the line and the byte offset in it);
     * ``bad_json``: not JSON, or JSON that is not an object;
     * ``missing_field``: the text or label field is absent (``detail`` names it);
-    * ``bad_field``: the text is not a string, the label has a type listed above, or either holds
+    * ``bad_field``: the text is not a string, the label has a type not allowed above, or either holds
       a lone surrogate (``"\\ud800"``) that cannot be encoded as UTF-8;
     * ``missing_label``: the label is an empty or whitespace-only string.
 
@@ -94,8 +100,10 @@ Formats
     ``label<TAB>text`` per line, split at the first tab (the text may hold more tabs); blank lines
     are skipped. Example: ``{"raw": text bytes, "label": str}``. Only the label is decoded here;
     the text bytes stay raw and invalid UTF-8 in them is rejected downstream, like the ``lines``
-    format's. Rejections: ``bad_columns`` (no tab), ``missing_label`` (empty or whitespace-only
-    label), ``invalid_utf8`` (in the label).
+    format's: the tokenizing step (``TokenizeBatchDoFn``) names the item's ``line`` and the byte
+    offset in the text (``line 7: invalid UTF-8 at byte 12 of the text``). Rejections:
+    ``bad_columns`` (no tab), ``missing_label`` (empty or whitespace-only label), ``invalid_utf8``
+    (in the label).
 
 ``document`` — :func:`read_document` (``label``)
     The whole file is one example ``{"raw": data without its BOM, "label": label}`` with
@@ -125,6 +133,7 @@ REJECT_REASONS = (
     MISSING_LABEL, EMPTY,
 )
 
+LABEL_TYPES = ("string", "any")  # read_jsonl's label_types
 PREVIEW_CHARS = 2000
 CONLLU_COLUMNS = 10
 CONLLU_TAG_COLUMNS = {"upos": 3, "xpos": 4}  # 0-based index of the tag column
@@ -169,7 +178,7 @@ def _reject(line: int, item: int, reason: str, detail: str, raw: bytes) -> Item:
 
 
 def _utf8_detail(number: int, err: UnicodeDecodeError, where: str = "") -> str:
-    return f"line {number}: invalid UTF-8{where} ({err.reason} at byte {err.start})"
+    return f"line {number}: invalid UTF-8{where} at byte {err.start} of the line ({err.reason})"
 
 
 def _blocks(lines: list[bytes]) -> Iterator[list[tuple[int, bytes]]]:
@@ -278,6 +287,11 @@ def _columns_sentence(block, token_column: int, tag_column: int, separator: str 
         for name, index in (("token_column", token_column), ("tag_column", tag_column)):
             if not -n <= index < n:
                 return number, BAD_COLUMNS, f"line {number}: {_plural(n, 'column')}, too few for {name}={index}"
+        if token_column % n == tag_column % n:  # e.g. one column: 0 and -1 are the same column
+            return number, BAD_COLUMNS, (
+                f"line {number}: {_plural(n, 'column')}, no separate tag column (token_column={token_column} and "
+                f"tag_column={tag_column} are both column {token_column % n})"
+            )
         if width is None:
             width = n
         elif n != width:
@@ -301,6 +315,8 @@ def read_columns(
     for name, value in (("token_column", token_column), ("tag_column", tag_column)):
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"{name} must be an int, got {value!r}")
+    if token_column == tag_column:
+        raise ValueError(f"token_column and tag_column must differ, both are {token_column}")
     if separator is not None and (not isinstance(separator, str) or not separator):
         raise ValueError(f"separator must be None or a non-empty string, got {separator!r}")
     blocks = ([(n, raw) for n, raw in b if not raw.startswith(DOCSTART)] for b in _blocks(split_lines(data)))
@@ -318,7 +334,7 @@ def _type_name(value) -> str:
     )
 
 
-def _jsonl_line(number: int, raw: bytes, text_field: str, label_field: str):
+def _jsonl_line(number: int, raw: bytes, text_field: str, label_field: str, label_types: str):
     """``(raw_text, label)`` or ``(reason, detail)``."""
     try:
         line = raw.decode("utf-8")
@@ -338,9 +354,21 @@ def _jsonl_line(number: int, raw: bytes, text_field: str, label_field: str):
     text, label = obj[text_field], obj[label_field]
     if not isinstance(text, str):
         return BAD_FIELD, f"line {number}: field {text_field!r} is {_type_name(text)}, expected a string"
-    if isinstance(label, bool) or not isinstance(label, (str, int)):
-        return BAD_FIELD, f"line {number}: field {label_field!r} is {_type_name(label)}, expected a string or an integer"
-    label = str(label)
+    if label_types == "string" and not isinstance(label, str):
+        return BAD_FIELD, (
+            f"line {number}: field {label_field!r} is {_type_name(label)}, expected a string "
+            f"(or set reader.label_types: any)"
+        )
+    if isinstance(label, bool):
+        label = "true" if label else "false"  # JSON's spelling, not Python's
+    elif isinstance(label, int):
+        label = str(label)
+    elif not isinstance(label, str):
+        why = " (a float has no single spelling: 1, 1.0 and 1e0 are one number)" if isinstance(label, float) else ""
+        return BAD_FIELD, (
+            f"line {number}: field {label_field!r} is {_type_name(label)}, expected a string, an integer or a "
+            f"boolean{why}"
+        )
     for field, value in ((text_field, text), (label_field, label)):
         try:
             value.encode("utf-8")
@@ -351,13 +379,20 @@ def _jsonl_line(number: int, raw: bytes, text_field: str, label_field: str):
     return text.encode("utf-8"), label
 
 
-def read_jsonl(data: bytes, text_field: str = "text", label_field: str = "label") -> Iterator[Item]:
-    """JSON lines → ``{"raw": text bytes, "label": str}``; blank lines skipped."""
+def read_jsonl(
+    data: bytes, text_field: str = "text", label_field: str = "label", label_types: str = "string"
+) -> Iterator[Item]:
+    """JSON lines → ``{"raw": text bytes, "label": str}``; blank lines skipped.
+
+    ``label_types``: ``"string"`` (only string labels) or ``"any"`` (also integers and booleans).
+    """
+    if label_types not in LABEL_TYPES:
+        raise ValueError(f"label_types must be one of {LABEL_TYPES}, got {label_types!r}")
     item = 0
     for number, raw in enumerate(split_lines(data), start=1):
         if _is_blank(raw):
             continue
-        first, second = _jsonl_line(number, raw, text_field, label_field)
+        first, second = _jsonl_line(number, raw, text_field, label_field, label_types)
         if isinstance(first, bytes):
             yield {"line": number, "item": item, "raw": first, "label": second}
         else:

@@ -11,34 +11,106 @@ the *same rows* at every step. :func:`bptt_dataset_fn` builds the per-worker dat
 emits, for each window, one element per local replica in replica order (the strategy hands
 consecutive elements to its local replicas in order). Replica ``r`` (global id) therefore always gets
 rows ``[r*b, (r+1)*b)`` of the global layout, which is the same order ``strategy.gather`` uses.
+
+Prepared data is verified, not trusted: every reader here first checks the shards of the split it
+reads against the manifest's sha256 and sizes (:func:`preprocessing.manifest.verify_shards`),
+:func:`iter_split` (behind :func:`lm_token_stream` and :func:`load_examples`) reads one shard at a
+time, turns a read error into a :class:`DataError` naming the file, and checks the examples and
+tokens it read against the manifest's counts.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import tensorflow as tf
 
 from preprocessing import schema
-from preprocessing.manifest import load_manifest, split_paths
+from preprocessing.manifest import DataError, load_manifest, rebuild_hint, split_paths, verify_shards
 from preprocessing.vocab import BOS_ID, EOS_ID
 
 
-def read_split(data_dir: str | os.PathLike, split: str, task: str | None = None) -> tf.data.Dataset:
-    """The split's examples in corpus order, parsed with the task's feature schema."""
+def read_split(data_dir: str | os.PathLike, split: str, task: str | None = None, *,
+               verify: bool = True) -> tf.data.Dataset:
+    """The split's examples in corpus order, parsed with the task's feature schema.
+
+    ``verify`` (default) first checks the split's shards against the manifest (DataError naming the
+    file). Errors while iterating the returned dataset are TensorFlow's; :func:`iter_split` names the file.
+    """
     manifest = load_manifest(data_dir)
     task = task or manifest["task"]
+    if verify:
+        verify_shards(data_dir, manifest, [split])
     paths = split_paths(data_dir, manifest, split)
     ds = tf.data.TFRecordDataset(paths, compression_type="GZIP")  # sequential: keeps file order
     return ds.map(lambda s: schema.parse_example(task, s), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-def lm_token_stream(data_dir: str | os.PathLike, split: str) -> np.ndarray:
-    """All ids of a language-model split, concatenated in corpus order (each line ends with ``<eos>``)."""
-    chunks = [ex["ids"] for ex in read_split(data_dir, split, "lm").as_numpy_iterator()]
+def _read_shard(path: str, task: str, data_dir) -> Iterator[dict[str, np.ndarray]]:
+    """One shard's parsed examples; a TensorFlow read error becomes a DataError naming the file."""
+    ds = tf.data.TFRecordDataset(path, compression_type="GZIP").map(
+        lambda s: schema.parse_example(task, s), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
+    it = ds.as_numpy_iterator()
+    while True:
+        try:
+            ex = next(it)
+        except StopIteration:
+            return
+        except tf.errors.OpError as err:
+            detail = (err.message or type(err).__name__).strip().splitlines()[-1]
+            raise DataError(f"{path}: cannot read this shard ({type(err).__name__}: {detail}); "
+                            f"{rebuild_hint(data_dir)}") from None
+        yield ex
+
+
+def _count_mismatch(where: str, what: str, found: int, expected: int, data_dir) -> DataError:
+    return DataError(f"{where}: read {found} {what}, the manifest records {expected}: the data does not match "
+                     f"its manifest; {rebuild_hint(data_dir)}")
+
+
+def iter_split(data_dir: str | os.PathLike, split: str, task: str | None = None, *, verify: bool = True,
+               manifest: dict[str, Any] | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """Yields the split's parsed examples in corpus order (numpy), checked against the manifest.
+
+    With ``verify`` (default) the split's shards are hashed first (:func:`verify_shards`). Reading goes
+    shard by shard: a read error (``DataLossError`` from a truncated or corrupt file, ...) is a
+    :class:`DataError` naming the file, and so is a shard whose examples or tokens (ids, as counted by
+    :func:`preprocessing.schema.example_length`) differ from the manifest's, or a split whose totals do.
+    """
+    manifest = manifest if manifest is not None else load_manifest(data_dir)
+    task = task or manifest["task"]
+    if verify:
+        verify_shards(data_dir, manifest, [split])
+    paths = split_paths(data_dir, manifest, split)
+    recorded = manifest["splits"][split]
+    info = recorded.get("shard_info") or {}
+    examples = tokens = 0
+    for path in paths:
+        n = t = 0
+        for ex in _read_shard(path, task, data_dir):
+            n += 1
+            t += schema.example_length(ex)
+            yield ex
+        expected = info.get(os.path.basename(path))
+        if expected is not None:
+            for what, found in (("examples", n), ("tokens", t)):
+                if found != expected[what]:
+                    raise _count_mismatch(path, what, found, expected[what], data_dir)
+        examples, tokens = examples + n, tokens + t
+    where = f"{os.fspath(data_dir)}: split {split!r}"
+    for what, found in (("examples", examples), ("tokens", tokens)):
+        if found != recorded[what]:
+            raise _count_mismatch(where, what, found, recorded[what], data_dir)
+
+
+def lm_token_stream(data_dir: str | os.PathLike, split: str, *, verify: bool = True) -> np.ndarray:
+    """All ids of a language-model split, concatenated in corpus order (each line ends with ``<eos>``);
+    verified and counted by :func:`iter_split`."""
+    chunks = [ex["ids"] for ex in iter_split(data_dir, split, "lm", verify=verify)]
     if not chunks:
         return np.zeros([0], np.int32)
     return np.concatenate(chunks).astype(np.int32)
@@ -160,15 +232,17 @@ class Examples:
         return np.array([len(x) for x in self.ids], dtype=np.int64)
 
 
-def load_examples(data_dir: str | os.PathLike, split: str, with_chars: bool = False) -> Examples:
-    """Reads a tagging / classification / seq2seq split into memory (corpus order)."""
+def load_examples(data_dir: str | os.PathLike, split: str, with_chars: bool = False, *,
+                  verify: bool = True) -> Examples:
+    """Reads a tagging / classification / seq2seq split into memory (corpus order); verified and
+    counted by :func:`iter_split`."""
     manifest = load_manifest(data_dir)
     task = manifest["task"]
     if task not in ("tagging", "classification", "seq2seq"):
         raise ValueError(f"{data_dir}: load_examples reads tagging, classification or seq2seq data, not {task!r}")
     if task == "seq2seq":
         sources, targets = [], []
-        for ex in read_split(data_dir, split, task).as_numpy_iterator():
+        for ex in iter_split(data_dir, split, task, verify=verify, manifest=manifest):
             sources.append(ex["source_ids"].astype(np.int32))
             targets.append(ex["target_ids"].astype(np.int32))
         return Examples(task=task, ids=sources, targets=targets)
@@ -177,7 +251,7 @@ def load_examples(data_dir: str | os.PathLike, split: str, with_chars: bool = Fa
             f"{data_dir}: the data has no character ids; prepare it with data.char_features: true"
         )
     ids, tags, labels, chars = [], [], [], []
-    for ex in read_split(data_dir, split, task).as_numpy_iterator():
+    for ex in iter_split(data_dir, split, task, verify=verify, manifest=manifest):
         ids.append(ex["ids"].astype(np.int32))
         if task == "tagging":
             tags.append(ex["tags"].astype(np.int32))

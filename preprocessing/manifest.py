@@ -12,6 +12,9 @@ import tensorflow as tf
 from preprocessing.vocab import Vocabulary
 
 MANIFEST_NAME = "manifest.json"
+CHUNK_SIZE = 1 << 20
+# Keys of the manifest whose value describes one file ``{"path", "size", "sha256"}`` (vocabularies).
+FILE_KEYS = ("vocab", "labels", "chars", "target_vocab")
 
 
 class DataError(ValueError):
@@ -57,6 +60,91 @@ def load_manifest(data_dir: str | os.PathLike) -> dict[str, Any]:
     if manifest_fingerprint(manifest) != manifest["fingerprint"]:
         raise DataError(f"{path}: manifest content does not match its fingerprint (edited or damaged)")
     return manifest
+
+
+def rebuild_hint(data_dir: str | os.PathLike) -> str:
+    """What to do about a damaged prepared directory (the end of every verification error)."""
+    return (f"run `rnnflow prepare CONFIG --force` (or delete {os.fspath(data_dir)}) "
+            "to prepare the data again")
+
+
+def file_digest(path: str, chunk_size: int = CHUNK_SIZE) -> tuple[str, int]:
+    """``(sha256 hex digest, size in bytes)`` of a file, streamed in chunks (any ``tf.io.gfile`` path)."""
+    digest, size = hashlib.sha256(), 0
+    with tf.io.gfile.GFile(path, "rb") as f:
+        while True:
+            chunk = f.read(chunk_size)
+            if not chunk:
+                break
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def _check_file(path: str, expected_sha256: str, expected_bytes: int | None, what: str, data_dir) -> None:
+    if not tf.io.gfile.exists(path):
+        raise DataError(f"{path}: {what} listed in the manifest is missing; {rebuild_hint(data_dir)}")
+    found_sha256, found_bytes = file_digest(path)
+    if expected_bytes is not None and found_bytes != expected_bytes:
+        raise DataError(
+            f"{path}: {what} has {found_bytes} bytes, the manifest expects {expected_bytes} "
+            f"(sha256 {found_sha256}, expected {expected_sha256}): truncated or replaced after preparation; "
+            + rebuild_hint(data_dir)
+        )
+    if found_sha256 != expected_sha256:
+        raise DataError(
+            f"{path}: {what} has sha256 {found_sha256}, the manifest expects {expected_sha256}: "
+            f"changed or replaced after preparation; {rebuild_hint(data_dir)}"
+        )
+
+
+def shard_info(data_dir: str | os.PathLike, manifest: dict[str, Any], split: str) -> dict[str, dict[str, Any]]:
+    """``{shard name: {"sha256", "bytes", "examples", "tokens"}}`` of a split, as the prepare job recorded it.
+
+    Raises:
+        DataError: if the split does not exist or the manifest records no shard hashes (older data).
+    """
+    split_paths(data_dir, manifest, split)  # the split exists
+    s = manifest["splits"][split]
+    info = s.get("shard_info")
+    if info is None or sorted(info) != sorted(s["shards"]):
+        raise DataError(
+            f"{os.path.join(os.fspath(data_dir), MANIFEST_NAME)}: the manifest records no shard sha256 and "
+            f"counts for split {split!r} (prepared by an older rnnflow); {rebuild_hint(data_dir)}"
+        )
+    return info
+
+
+def verify_shards(data_dir: str | os.PathLike, manifest: dict[str, Any], splits: Sequence[str] | None = None) -> None:
+    """Checks every shard of ``splits`` (default: all) against the manifest's size and sha256.
+
+    Streams each file once (``tf.io.gfile``, chunked sha256); nothing is decompressed.
+
+    Raises:
+        DataError: naming the first shard that is missing, of another size or of another sha256, what
+            was expected and what was found, and saying how to prepare the data again.
+    """
+    for split in (manifest["splits"] if splits is None else splits):
+        info = shard_info(data_dir, manifest, split)
+        for path in split_paths(data_dir, manifest, split):
+            expected = info[os.path.basename(path)]
+            _check_file(path, expected["sha256"], expected.get("bytes"), f"shard of split {split!r}", data_dir)
+
+
+def verify_files(data_dir: str | os.PathLike, manifest: dict[str, Any]) -> None:
+    """Checks the vocabulary files the manifest records (``vocab``, ``labels``, ``chars``,
+    ``target_vocab``) against their sha256; same errors as :func:`verify_shards`."""
+    for key in FILE_KEYS:
+        entry = manifest.get(key)
+        if isinstance(entry, dict) and entry.get("sha256") and entry.get("path"):
+            _check_file(os.path.join(os.fspath(data_dir), entry["path"]), entry["sha256"], None,
+                        f"{key} file", data_dir)
+
+
+def verify(data_dir: str | os.PathLike, manifest: dict[str, Any]) -> None:
+    """:func:`verify_files` and :func:`verify_shards` over every split: the whole directory."""
+    verify_files(data_dir, manifest)
+    verify_shards(data_dir, manifest)
 
 
 def split_paths(data_dir: str | os.PathLike, manifest: dict[str, Any], split: str) -> list[str]:

@@ -119,6 +119,12 @@ def parse_example(task: str, serialized) -> dict[str, tf.Tensor]:
     raise ValueError(f"parse_example takes a scalar or 1-D string tensor, got shape {serialized.shape}")
 
 
+def example_length(features: Mapping[str, Any]) -> int:
+    """An example's length in ids, as the manifest counts ``tokens``: its ``ids``, or its
+    ``source_ids`` (seq2seq). Used by the prepare job (writing) and the input functions (reading)."""
+    return len(features["ids"] if "ids" in features else features["source_ids"])
+
+
 def shard_name(split: str, index: int, num_shards: int) -> str:
     """``shard_name("train", 0, 4) == "train-00000-of-00004.tfrecord.gz"``."""
     if not 0 <= index < num_shards:

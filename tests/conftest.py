@@ -25,3 +25,28 @@ def _seed():
 
     keras.utils.set_random_seed(1234)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _restore_mlflow_state():
+    """MLflow keeps the tracking / registry URI in globals and exports MLFLOW_TRACKING_URI (and the
+    registry's) when one is set: undo that, and end any run a test left active, after every test,
+    so that no later test (e.g. RunConfig.resolved_tracking_uri) sees a temporary store."""
+    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    before = {k: os.environ.get(k) for k in keys}
+    yield
+    import sys
+
+    if "mlflow" not in sys.modules:
+        return
+    import mlflow
+
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    mlflow.set_tracking_uri(before["MLFLOW_TRACKING_URI"])
+    mlflow.set_registry_uri(before["MLFLOW_REGISTRY_URI"])
+    for key, value in before.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

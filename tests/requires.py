@@ -5,7 +5,6 @@ for its root ``conftest.py``): skip marks for the corpus packages, a short train
 import importlib.metadata
 import importlib.util
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -47,9 +46,12 @@ def fit_loss_sum(model, optimizer, inputs, targets, steps: int) -> tuple[float, 
 
 def saved_and_loaded(model, path, inputs, outputs):
     """Saves ``model`` to ``path`` (.keras), loads it back, and checks that the loaded model is of the
-    same class and gives the same ``outputs`` for ``inputs``; returns the loaded model."""
+    same class and gives the same ``outputs`` for ``inputs``; returns the loaded model. Loads through
+    ``keras_models.saving.load_model`` (rnnflow's allow-list, safe mode), as every rnnflow command does."""
+    from keras_models.saving import load_model
+
     model.save(path)
-    loaded = keras.saving.load_model(path)
+    loaded = load_model(path)
     assert isinstance(loaded, type(model))
     np.testing.assert_allclose(np.asarray(loaded(inputs)), outputs, rtol=1e-6, atol=1e-6)
     return loaded

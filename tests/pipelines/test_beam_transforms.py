@@ -122,6 +122,83 @@ def test_tokenize_lines_char_level_keeps_spaces_and_rejects_blank_lines():
         assert_that(out.rejected | beam.Map(lambda r: r["reason"]), equal_to(["empty"]), label="rejected")
 
 
+def test_tokenize_lines_rejects_a_token_longer_than_max_token_chars():
+    long = "x" * 11
+    records = [
+        _rec(1, "train", b"ten chars! fits"),                                    # lm line, 10 chars: ok
+        _rec(2, "train", f"ok {long} tail".encode()),                            # lm line: token 2 too long
+        {**_rec(3, "valid", f"{long}y".encode()), "label": "pos"},                # classification text
+        {**_rec(4, "train", b"a b"), "label": "neg"},                             # ok
+        {**_tok(5, "train", ["fine", "\ufb01" * 6]), "tags": ["O", "O"]},         # tagging: NFKC makes 12 chars
+        {**_tok(6, "train", ["fine", "also"]), "tags": ["O", "O"]},               # ok
+    ]
+    with _pipeline() as p:
+        out = p | beam.Create(records) | bt.TokenizeLines(TokenizerConfig(), max_length=5, max_token_chars=10)
+        assert_that(out.accepted | beam.Map(lambda r: r["line"]), equal_to([1, 4, 6]), label="ok")
+        assert_that(
+            out.rejected | beam.Map(lambda r: (r["line"], r["reason"], r["detail"], r["text"])),
+            equal_to([
+                (2, "token_too_long", "token 2 has 11 characters > max_token_chars 10: 'xxxxxxxxxxx'", f"ok {long} tail"),
+                (3, "token_too_long", "token 1 has 12 characters > max_token_chars 10: 'xxxxxxxxxxxy'", f"{long}y"),
+                (5, "token_too_long", "token 2 has 12 characters > max_token_chars 10: 'fifififififi'",
+                 "fine " + "\ufb01" * 6),
+            ]),
+            label="rejected",
+        )
+
+
+def test_tokenize_lines_token_too_long_previews_a_huge_token_and_checks_the_target_side():
+    huge = b"y" * (1 << 20)  # a 1 MiB one-word line
+    pairs = [
+        {**_rec(1, "train", b"abc"), "target_raw": b"c b a"},
+        {**_rec(2, "train", b"abc"), "target_raw": b"c " + b"b" * 9},   # target token 2: 9 chars > 8
+        {**_rec(3, "train", huge), "target_raw": b"y"},                 # source side
+    ]
+    with _pipeline() as p:
+        out = p | beam.Create(pairs) | bt.TokenizeLines(TokenizerConfig(), max_length=5, max_token_chars=8,
+                                                         target_config=TokenizerConfig())
+        assert_that(out.accepted | beam.Map(lambda r: (r["tokens"], r["target_tokens"])),
+                    equal_to([(["abc"], ["c", "b", "a"])]), label="ok")
+        assert_that(
+            out.rejected | beam.Map(lambda r: (r["line"], r["reason"], r["detail"], len(r["text"]))),
+            equal_to([
+                (2, "token_too_long", "target: token 2 has 9 characters > max_token_chars 8: 'bbbbbbbbb'", 11),
+                (3, "token_too_long", f"token 1 has {1 << 20} characters > max_token_chars 8: '{'y' * 40}...'",
+                 len(bt._preview("y" * (1 << 20)))),
+            ]),
+            label="rejected",
+        )
+    assert "token_too_long" in bt.REJECT_REASONS
+    with pytest.raises(ValueError, match="max_token_chars"):
+        bt.TokenizeLines(TokenizerConfig(), max_length=5, max_token_chars=0)
+
+
+def test_tokenize_lines_invalid_utf8_names_the_line_and_the_byte_of_the_text():
+    records = [
+        {**_rec(7, "train", b"caf\xe9 latin-1"), "label": "pos"},     # a TSV text: line 7 of its file
+        {**_rec(1, "train", b"first line\r\nsecond \xff"), "label": "pos"},  # a document: the byte is on line 2
+    ]
+    with _pipeline() as p:
+        out = p | beam.Create(records) | bt.TokenizeLines(TokenizerConfig(), max_length=5)
+        assert_that(
+            out.rejected | beam.Map(lambda r: (r["line"], r["reason"], r["detail"])),
+            equal_to([
+                (7, "invalid_utf8", "line 7: invalid UTF-8 at byte 3 of the text (invalid continuation byte)"),
+                (1, "invalid_utf8", "line 2: invalid UTF-8 at byte 19 of the text (invalid start byte)"),
+            ]),
+        )
+    pairs = [{**_rec(4, "train", b"abc"), "target_raw": b"a \xff"}, {**_rec(5, "train", b"\xffa"), "target_raw": b"a"}]
+    with _pipeline() as p:
+        out = p | beam.Create(pairs) | bt.TokenizeLines(TokenizerConfig(), max_length=5, target_config=TokenizerConfig())
+        assert_that(
+            out.rejected | beam.Map(lambda r: (r["line"], r["detail"])),
+            equal_to([
+                (4, "line 4: invalid UTF-8 at byte 2 of the target text (invalid start byte)"),
+                (5, "line 5: invalid UTF-8 at byte 0 of the text (invalid start byte)"),
+            ]),
+        )
+
+
 def test_count_tokens_counts_the_train_split_only():
     records = [_tok(1, "train", ["a", "b", "a"]), _tok(2, "test", ["a", "zebra"]), _tok(3, "train", ["b"])]
     with _pipeline() as p:
@@ -209,16 +286,29 @@ def _read_split(directory, split):
     return files, [ex["ids"].numpy().tolist() for ex in ds]
 
 
+def _shard_info_matches_file(info, directory):
+    """WriteShards' ``{"name", "sha256", "bytes", "examples", "tokens"}`` against the file it names."""
+    import hashlib
+
+    path = os.path.join(directory, info["name"])
+    data = open(path, "rb").read()
+    ids = [schema.parse_example("lm", r)["ids"].numpy() for r in tf.data.TFRecordDataset(path, compression_type="GZIP")]
+    return (info["sha256"], info["bytes"], info["examples"], info["tokens"]) == (
+        hashlib.sha256(data).hexdigest(), len(data), len(ids), sum(len(i) for i in ids))
+
+
 def _write_shards(directory, records, num_shards):
     with _pipeline() as p:
         encoded = p | "Records" >> beam.Create(records)
         summaries = encoded | bt.SummarizeSplits(num_shards=num_shards)
-        names = encoded | bt.WriteShards(str(directory), summaries)
+        infos = encoded | bt.WriteShards(str(directory), summaries)
         assert_that(
-            names,
+            infos | "Names" >> beam.Map(lambda info: info["name"]),
             equal_to([schema.shard_name("train", i, num_shards) for i in range(num_shards)]
                      + [schema.shard_name("valid", 0, 1)]),
         )
+        assert_that(infos | "Check" >> beam.Map(_shard_info_matches_file, str(directory)),
+                    equal_to([True] * (num_shards + 1)), label="ShardInfos")
 
 
 def test_write_shards_keeps_corpus_order_across_shards_and_is_byte_identical(tmp_path):

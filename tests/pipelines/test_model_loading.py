@@ -4,7 +4,6 @@ MLflow's pyfunc loader."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import zipfile
@@ -63,22 +62,11 @@ def scorer() -> LanguageModelScorer:
 
 
 @pytest.fixture(autouse=True)
-def _clean_mlflow_state():
-    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
-    before = {k: os.environ.get(k) for k in keys}
+def _restore_sys_path():
     path = list(sys.path)
     yield
-    while mlflow.active_run() is not None:
-        mlflow.end_run()
     sys.path[:] = path
     sys.modules.pop(EVIL, None)
-    mlflow.set_tracking_uri(before["MLFLOW_TRACKING_URI"])
-    mlflow.set_registry_uri(before["MLFLOW_REGISTRY_URI"])
-    for key, value in before.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
 
 
 @pytest.fixture(scope="module")

@@ -141,6 +141,26 @@ def test_rejected_lines_are_recorded_with_reasons(prepared, corpus):
     assert "11 tokens > max_length 8" in rows[2]["detail"]
 
 
+def test_a_token_longer_than_max_token_chars_is_rejected_and_not_in_the_vocabulary(tmp_path):
+    path = tmp_path / "long.txt"
+    huge = "z" * 5000
+    path.write_text(f"the cat sat\nthe {huge} sat\na dog\nsupercalifragilistic\n", encoding="utf-8")
+    config = DataConfig(dataset="text", files=[str(path)], split={"valid": 0.0, "test": 0.0},
+                        max_token_chars=10, output_dir=str(tmp_path / "out"))
+    data_dir = prepare.prepare(config)
+    manifest = prepare.load_manifest(data_dir)
+    assert manifest["rejected"]["by_reason"] == {"token_too_long": 2}
+    assert manifest["config"]["max_token_chars"] == 10
+    rows = [json.loads(line) for line in (data_dir / manifest["rejected"]["path"]).read_text().splitlines()]
+    assert [(r["line"], r["reason"]) for r in rows] == [(2, "token_too_long"), (4, "token_too_long")]
+    assert rows[0]["detail"] == f"token 2 has 5000 characters > max_token_chars 10: '{'z' * 40}...'"
+    assert rows[0]["text"].startswith("the zzz") and rows[0]["text"].endswith("[3008 more characters]")
+    assert rows[1]["detail"].startswith("token 1 has 20 characters")
+    vocab = Vocabulary.load(data_dir / "vocab" / "tokens.txt")
+    assert set(vocab.tokens[4:]) == {"the", "cat", "sat", "a", "dog"}
+    assert manifest["splits"]["train"]["examples"] == 2
+
+
 def test_vocabulary_comes_from_train_only(prepared):
     _, data_dir, expected = prepared
     manifest = prepare.load_manifest(data_dir)

@@ -196,11 +196,18 @@ def test_count_labels_and_build_label_set_sorted_from_train_only():
                     label="label_set")
 
 
-def test_build_label_set_fails_when_train_has_no_labels():
-    with pytest.raises(Exception, match="the training split has no tags"):
-        with _pipeline() as p:
-            _ = (p | beam.Create([_sent(1, "test", ["a"], ["X"])]) | bt.CountLabels("train")
-                 | bt.BuildLabelSet("tags"))
+def test_no_training_labels_reject_every_record_for_the_empty_corpus_error():
+    """No training example: no label set (None), every record is rejected as having an unknown tag,
+    and the prepare job then reports the empty corpus (test_prepare_verify) instead of failing here."""
+    records = [_sent(1, "test", ["a"], ["X"])]
+    with _pipeline() as p:
+        labels = p | beam.Create(records) | bt.CountLabels("train") | bt.BuildLabelSet("tags")
+        assert_that(labels, equal_to([None]), label="NoLabelSet")
+        out = (p | "Records" >> beam.Create(records)
+               | bt.EncodeExamples("tagging", p | "Vocab" >> beam.Create([VOCAB]), labels))
+        assert_that(out.accepted, equal_to([]), label="NoneAccepted")
+        assert_that(out.rejected | beam.Map(lambda r: (r["reason"], "empty" in r["detail"])),
+                    equal_to([("unknown_tag", True)]), label="Rejected")
 
 
 def test_count_characters_counts_train_tokens():
@@ -705,6 +712,14 @@ def test_tsv_unknown_label_only_in_test_is_rejected(tsv_prepared):
         assert manifest["splits"][split]["label_counts"] == dict(
             sorted(collections.Counter(lab for _, lab in expected[split]).items()))
     assert manifest["splits"]["test"]["examples"] == 1 and manifest["splits"]["test"]["label_counts"] == {"spam": 1}
+
+
+def test_tsv_invalid_utf8_in_the_text_names_the_file_line(tsv_prepared):
+    data_dir, path, _ = tsv_prepared
+    row = [r for r in _rejected_rows(data_dir) if r["reason"] == "invalid_utf8"][0]
+    assert (row["source"], row["line"]) == (path, 16)
+    assert row["detail"] == "line 16: invalid UTF-8 at byte 3 of the text (invalid continuation byte)"
+    assert row["text"] == "caf\\xe9 latin-1"
 
 
 def _folder_corpus(root):

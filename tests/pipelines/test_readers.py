@@ -301,6 +301,35 @@ def test_read_columns_empty_fields_with_explicit_separator():
     assert items[1] == {"line": 3, "item": 1, "tokens": ["b"], "tags": ["O"]}
 
 
+def test_read_columns_line_without_a_separate_tag_column_is_bad_columns():
+    data = lines(
+        "a O",        # 1 item 0: line 2 has one column: token_column 0 and tag_column -1 are both column 0
+        "b",          # 2
+        "",
+        "word",       # 4 item 1: a one-column first line
+        "",
+        "c O",        # 6 item 2 ok
+    )
+    items = read("columns", data)
+    assert rejections(items) == [(2, 0, BAD_COLUMNS), (4, 1, BAD_COLUMNS)]
+    assert items[0]["detail"] == (
+        "line 2: 1 column, no separate tag column (token_column=0 and tag_column=-1 are both column 0)"
+    )
+    assert items[1]["detail"].startswith("line 4: 1 column, no separate tag column")
+    assert items[2] == {"line": 6, "item": 2, "tokens": ["c"], "tags": ["O"]}
+    # the same with an explicit separator: "New York" alone is one column, not a token tagged "New York"
+    items = read("columns", b"New York\n\nParis\tB-LOC\n", separator="\t")
+    assert rejections(items) == [(1, 0, BAD_COLUMNS)]
+    assert items[1] == {"line": 3, "item": 1, "tokens": ["Paris"], "tags": ["B-LOC"]}
+    # negative and positive indices naming the same column on a line
+    items = read("columns", b"a b\n", token_column=1, tag_column=-1)
+    assert rejections(items) == [(1, 0, BAD_COLUMNS)]
+    assert "both column 1" in items[0]["detail"]
+    # the same index for both is an option error
+    with pytest.raises(ValueError, match="token_column and tag_column"):
+        list(read_columns(b"a b\n", token_column=1, tag_column=1))
+
+
 # -------------------------------------------------------------------------------------- jsonl
 def test_read_jsonl_valid():
     data = BOM + lines(
@@ -309,7 +338,7 @@ def test_read_jsonl_valid():
         "   ",
         '{"label": 3, "text": "numbers"}',
     ).replace(b"\n", b"\r\n") + b'{"text": "", "label": "neg"}'  # no final newline; empty text passes
-    assert read("jsonl", data) == [
+    assert read("jsonl", data, label_types="any") == [
         {"line": 1, "item": 0, "raw": "café ok".encode("utf-8"), "label": "pos"},
         {"line": 4, "item": 1, "raw": b"numbers", "label": "3"},
         {"line": 5, "item": 2, "raw": b"", "label": "neg"},
@@ -318,7 +347,7 @@ def test_read_jsonl_valid():
 
 def test_read_jsonl_custom_fields():
     data = lines('{"sentence": "a b", "y": -1}')
-    assert read("jsonl", data, text_field="sentence", label_field="y") == [
+    assert read("jsonl", data, text_field="sentence", label_field="y", label_types="any") == [
         {"line": 1, "item": 0, "raw": b"a b", "label": "-1"}
     ]
     assert rejections(read("jsonl", data)) == [(1, 0, MISSING_FIELD)]
@@ -342,7 +371,7 @@ def test_read_jsonl_rejections():
         '{"text": "t", "label": ""}',              # 14 item 13 empty label
         "",                                        # 15 blank: skipped
         "not json at all",                         # 16 item 14
-        '{"text": "last", "label": 0}',            # 17 item 15 ok
+        '{"text": "last", "label": "0"}',          # 17 item 15 ok
     )
     items = read("jsonl", data)
     assert rejections(items) == [
@@ -362,6 +391,37 @@ def test_read_jsonl_rejections():
     assert "'text'" in detail[12] and "surrogate" in detail[12]
     assert items[11]["text"] == '{"text": "\\xff", "label": "a"}'
     assert items[14]["text"] == "not json at all"
+
+
+def test_read_jsonl_non_string_labels_are_bad_field_unless_label_types_any():
+    data = lines(
+        '{"text": "a", "label": 1}',        # 1 item 0 integer
+        '{"text": "b", "label": -7}',       # 2 item 1 negative integer
+        '{"text": "c", "label": true}',     # 3 item 2 boolean
+        '{"text": "d", "label": 1.0}',      # 4 item 3 float
+        '{"text": "e", "label": [1]}',      # 5 item 4 array
+        '{"text": "f", "label": {"a": 1}}', # 6 item 5 object
+        '{"text": "g", "label": null}',     # 7 item 6 null
+        '{"text": "h", "label": "1"}',      # 8 item 7 string
+    )
+    items = read("jsonl", data)  # label_types="string", the default
+    assert rejections(items) == [(n, n - 1, BAD_FIELD) for n in range(1, 8)]
+    assert items[0]["detail"] == "line 1: field 'label' is integer, expected a string (or set reader.label_types: any)"
+    assert items[7] == {"line": 8, "item": 7, "raw": b"h", "label": "1"}
+    items = read("jsonl", data, label_types="any")
+    assert [it.get("label") for it in items] == ["1", "-7", "true", None, None, None, None, "1"]
+    assert rejections(items) == [(n, n - 1, BAD_FIELD) for n in range(4, 8)]
+    assert "'label' is number" in items[3]["detail"] and "float" in items[3]["detail"]
+    assert "'label' is array" in items[4]["detail"] and "'label' is null" in items[6]["detail"]
+    with pytest.raises(ValueError, match="label_types"):
+        list(readers.read_jsonl(data, label_types="int"))
+
+
+def test_read_jsonl_invalid_utf8_inside_a_string_names_the_line():
+    data = lines('{"text": "ok", "label": "a"}', b'{"text": "caf\xe9", "label": "a"}')
+    items = read("jsonl", data)
+    assert rejections(items) == [(2, 1, INVALID_UTF8)]
+    assert items[1]["detail"] == "line 2: invalid UTF-8 at byte 13 of the line (invalid continuation byte)"
 
 
 # ---------------------------------------------------------------------------------------- tsv

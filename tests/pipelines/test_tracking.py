@@ -43,29 +43,6 @@ def string_model(seed: int = 0) -> keras.Model:
     return keras.Model(inputs, outputs)
 
 
-@pytest.fixture(autouse=True)
-def _no_active_run():
-    yield
-    while mlflow.active_run() is not None:
-        mlflow.end_run()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _restore_mlflow_uris():
-    """mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI (and the registry's): undo both,
-    so that no later test (e.g. RunConfig.resolved_tracking_uri) sees the temporary stores."""
-    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
-    before = {k: os.environ.get(k) for k in keys}
-    yield
-    mlflow.set_tracking_uri(before["MLFLOW_TRACKING_URI"])
-    mlflow.set_registry_uri(before["MLFLOW_REGISTRY_URI"])
-    for key, value in before.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-
-
 @pytest.fixture(scope="module")
 def store_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("store")
