@@ -820,7 +820,7 @@ def summary(result: RunResult) -> str:
     if result.registered_version:
         promo = result.promotion or {}
         name = promo.get("model_name", "")
-        what = "already registered:" if result.registered_before else "registered"
+        what = "registered earlier from this run:" if result.registered_before else "registered"
         lines.append(f"  {what} version {result.registered_version} of {name}: {promo.get('reason', '')}")
     lines.append(f"  sample: {result.sample}")
     return "\n".join(lines)

@@ -771,7 +771,7 @@ def register_once(
     decision = {
         "promoted": tags.get("promotion.decision") == CHAMPION,
         "alias": tags.get("promotion.decision"),
-        "reason": f"already registered from this run ({tags.get('promotion.reason', '')}); it holds {aliases} now",
+        "reason": f"{tags.get('promotion.reason', '')}; it holds {aliases} now",
         "model_name": model_name,
         "version": version,
         "metric_name": metric_name,

@@ -178,7 +178,7 @@ def test_train_then_run_registers_the_reused_training_once(workspace, capsys):
     assert _versions(client, "tiny-lm") == [1]
     capsys.readouterr()
     assert cli.main(["run", _write(workspace, config)]) == 0
-    assert "already registered: version 1 of tiny-lm" in capsys.readouterr().out
+    assert "registered earlier from this run: version 1 of tiny-lm" in capsys.readouterr().out
     assert _versions(client, "tiny-lm") == [1]
 
     # another registered model name: registered there (version 1 of it), not reported from the old name
