@@ -283,6 +283,7 @@ def _translate(args) -> int:
     import tensorflow as tf
 
     from keras_models.export import Seq2SeqExport
+    from preprocessing.tokenizers import detokenize
 
     model = _load_scorer(args.model, args.tracking_uri)
     if not isinstance(model, Seq2SeqExport):
@@ -290,7 +291,6 @@ def _translate(args) -> int:
     beam = args.beam_size or model.beam_size
     if args.nbest > beam:
         raise ValueError(f"--nbest {args.nbest} needs --beam-size of at least {args.nbest}")
-    joiner = "" if model.target_level == "char" else " "
     names = model.target_vocab
     for batch in _batches(_read_texts(args), args.batch_size):
         tokens, scores = model.search(tf.constant(batch), beam_size=beam)
@@ -303,7 +303,7 @@ def _translate(args) -> int:
                     if int(i) in (0, 3):  # <pad>, <eos>
                         break
                     out.append(names[int(i)])
-                hyps.append((joiner.join(out), float(scores[row, k])))
+                hyps.append((detokenize(out, model.target_level), float(scores[row, k])))
             if args.format == "json":
                 print(json.dumps({"text": text, "outputs": [{"output": o, "score": round(sc, 6)} for o, sc in hyps]},
                                  ensure_ascii=False))

@@ -75,6 +75,19 @@ class TokenizerConfig:
         return cls(**data)
 
 
+def joiner(level: str) -> str:
+    """What joins tokens of ``level`` back into text: ``""`` for characters, ``" "`` for words."""
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
+    return "" if level == "char" else " "
+
+
+def detokenize(tokens: Sequence[str], level: str) -> str:
+    """Tokens back into text (at word level the original spacing is not restored: one space between
+    tokens)."""
+    return joiner(level).join(tokens)
+
+
 class Tokenizer:
     """Normalizes and tokenizes strings with tensorflow-text ops.
 
@@ -162,3 +175,7 @@ class Tokenizer:
     def tokenize_py(self, text: str) -> list[str]:
         """Tokenizes one Python string with the same ops as :meth:`tokenize`."""
         return self.tokenize_batch_py([text])[0]
+
+    def detokenize(self, tokens: Sequence[str]) -> str:
+        """Tokens back into text: :func:`detokenize` at this tokenizer's level."""
+        return detokenize(tokens, self.config.level)

@@ -94,3 +94,14 @@ def test_tokenizer_pickles_without_tf_state():
     clone = pickle.loads(pickle.dumps(tok))
     assert clone.config == tok.config
     assert clone.tokenize_py("a, b") == ["a", ",", "b"]
+
+
+def test_detokenize_joins_words_with_spaces_and_characters_without():
+    from preprocessing.tokenizers import detokenize, joiner
+
+    assert detokenize(["the", "cat"], "word") == "the cat"
+    assert detokenize(list("ab c"), "char") == "ab c"
+    assert Tokenizer(TokenizerConfig(level="char")).detokenize(["a", "b"]) == "ab"
+    assert joiner("word") == " " and joiner("char") == ""
+    with pytest.raises(ValueError, match="level"):
+        joiner("byte")
