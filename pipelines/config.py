@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -182,43 +182,72 @@ class DataConfig(TokenizerSettings):
 MODEL_FOR_TASK = {"lm": "lm", "tagging": "tagger", "classification": "classifier", "seq2seq": "seq2seq"}
 
 
-class ModelConfig(_Section):
-    type: Literal["lm", "tagger", "classifier", "seq2seq"] | None = Field(None, description="default: the data task's model")
+class _RecurrentModelConfig(_Section):
+    """What every model has: recurrent layers of one of our cells over token embeddings."""
+
     cell: Literal["lstm", "gru", "rnn"] = "lstm"
-    activation: Literal["tanh", "relu"] = "tanh"
-    num_layers: int = Field(2, ge=1)
+    activation: Literal["tanh", "relu"] = Field("tanh", description="the Elman (rnn) cell's activation")
+    num_layers: int = Field(2, ge=1, description="recurrent layers (seq2seq: of the encoder)")
     embedding_dim: int = Field(200, ge=1)
     hidden_dim: int = Field(200, ge=1)
-    tie_weights: bool = False
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="on embeddings, between layers and on the output")
     recurrent_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="variational dropout on the hidden state")
-    bidirectional: bool = Field(True, description="classifier: bidirectional layers (the tagger always is)")
-    pooling: Literal["last", "mean", "max"] = Field("last", description="classifier: how the sequence becomes one vector")
-    mlp_dims: list[int] = Field(default_factory=list, description="classifier: hidden sizes of the MLP head")
-    use_crf: bool = Field(False, description="tagger: linear-chain CRF output layer with Viterbi decoding")
-    char_embedding_dim: int = Field(25, ge=1, description="tagger with data.char_features: character embedding size")
-    char_hidden_dim: int = Field(25, ge=1, description="tagger with data.char_features: character BiRNN units")
-    max_chars_per_token: int = Field(20, ge=1, description="tagger: characters of a token the char encoder reads")
-    decoder_layers: int = Field(1, ge=1, description="seq2seq: decoder layers (num_layers: encoder layers)")
-    decoder_dim: int | None = Field(None, ge=1, description="seq2seq: decoder units (default: 2 * hidden_dim)")
-    attention: Literal["dot", "bilinear", "additive"] = Field(
-        "additive", description="seq2seq: score: dot q.k, bilinear q W k, additive v.tanh(W [q; k])"
-    )
-    attention_units: int | None = Field(None, ge=1, description="seq2seq: additive attention's hidden size")
-    input_feeding: bool = Field(True, description="seq2seq: feed the attentional vector into the next step")
-    sampling_probability: float = Field(
-        0.0, ge=0.0, le=1.0, description="seq2seq: scheduled sampling: feed the model's own prediction this often"
-    )
+
+
+class LanguageModelConfig(_RecurrentModelConfig):
+    """``model.type: lm``: a stacked recurrent language model."""
+
+    type: Literal["lm"] = "lm"
+    tie_weights: bool = Field(False, description="share the embedding and output weights (embedding_dim == hidden_dim)")
 
     @model_validator(mode="after")
-    def _tying(self) -> "ModelConfig":
+    def _tying(self) -> "LanguageModelConfig":
         if self.tie_weights and self.embedding_dim != self.hidden_dim:
             raise ValueError("model.tie_weights needs model.embedding_dim == model.hidden_dim")
-        if self.tie_weights and self.type not in (None, "lm"):
-            raise ValueError("model.tie_weights is for language models only")
-        if self.use_crf and self.type not in (None, "tagger"):
-            raise ValueError("model.use_crf is for taggers only")
         return self
+
+
+class TaggerConfig(_RecurrentModelConfig):
+    """``model.type: tagger``: a bidirectional recurrent tagger, optionally with characters and a CRF."""
+
+    type: Literal["tagger"] = "tagger"
+    use_crf: bool = Field(False, description="linear-chain CRF output layer with Viterbi decoding")
+    char_embedding_dim: int = Field(25, ge=1, description="with data.char_features: character embedding size")
+    char_hidden_dim: int = Field(25, ge=1, description="with data.char_features: character BiRNN units")
+    max_chars_per_token: int = Field(20, ge=1, description="characters of a token the char encoder reads")
+
+
+class ClassifierConfig(_RecurrentModelConfig):
+    """``model.type: classifier``: a recurrent encoder pooled into one vector, then an MLP."""
+
+    type: Literal["classifier"] = "classifier"
+    bidirectional: bool = Field(True, description="bidirectional layers")
+    pooling: Literal["last", "mean", "max"] = Field("last", description="how the sequence becomes one vector")
+    mlp_dims: list[int] = Field(default_factory=list, description="hidden sizes of the MLP head")
+
+
+class Seq2SeqConfig(_RecurrentModelConfig):
+    """``model.type: seq2seq``: a bidirectional encoder and an attentional recurrent decoder."""
+
+    type: Literal["seq2seq"] = "seq2seq"
+    decoder_layers: int = Field(1, ge=1, description="decoder layers (num_layers: encoder layers)")
+    decoder_dim: int | None = Field(None, ge=1, description="decoder units (default: 2 * hidden_dim)")
+    attention: Literal["dot", "bilinear", "additive"] = Field(
+        "additive", description="score: dot q.k, bilinear q W k, additive v.tanh(W [q; k])"
+    )
+    attention_units: int | None = Field(None, ge=1, description="additive attention's hidden size")
+    input_feeding: bool = Field(True, description="feed the attentional vector into the next step")
+    sampling_probability: float = Field(
+        0.0, ge=0.0, le=1.0, description="scheduled sampling: feed the model's own prediction this often"
+    )
+
+
+# One config class per model type; ``model.type`` picks it (default: the data task's model), and a
+# key of another type's class is an error naming it.
+MODEL_CONFIGS: dict[str, type[_RecurrentModelConfig]] = {
+    c.model_fields["type"].default: c for c in (LanguageModelConfig, TaggerConfig, ClassifierConfig, Seq2SeqConfig)
+}
+ModelConfig = Annotated[Union[tuple(MODEL_CONFIGS.values())], Field(discriminator="type")]
 
 
 class OptimizerConfig(_Section):
@@ -303,18 +332,30 @@ class RunConfig(_Section):
     name: str
     work_dir: str | None = Field(None, description="defaults to runs/<name>")
     data: DataConfig = Field(default_factory=DataConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
+    model: ModelConfig = Field(default_factory=LanguageModelConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     decode: DecodeConfig = Field(default_factory=DecodeConfig)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_model_type(cls, data: Any) -> Any:
+        """``model.type`` defaults to the data task's model (``model`` picks its config class by it)."""
+        if not isinstance(data, dict):
+            return data
+        model = data.get("model")
+        if model is None or (isinstance(model, dict) and "type" not in model):
+            raw = data.get("data") if isinstance(data.get("data"), dict) else {}
+            task = raw.get("task") or DATASETS.get(raw.get("dataset", "ptb"), (None,))[0]
+            if task in MODEL_FOR_TASK:
+                data = {**data, "model": {**(model or {}), "type": MODEL_FOR_TASK[task]}}
+        return data
+
     @model_validator(mode="after")
     def _model_fits_task(self) -> "RunConfig":
         wanted = MODEL_FOR_TASK[self.data.task]
-        if self.model.type is None:
-            self.model.__dict__["type"] = wanted
-        elif self.model.type != wanted:
+        if self.model.type != wanted:
             raise ValueError(f"model.type {self.model.type!r} cannot train on {self.data.task!r} data; use {wanted!r}")
         metric, greater = DEFAULT_METRIC[self.data.task]
         if self.tracking.metric is None:
@@ -338,10 +379,18 @@ class RunConfig(_Section):
 def _format_errors(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "<top level>"
+        loc = [str(p) for p in e["loc"]]
+        model_type = None
+        if len(loc) > 1 and loc[0] == "model" and loc[1] in MODEL_CONFIGS:  # the union's branch
+            model_type = loc.pop(1)
+        key = ".".join(loc) or "<top level>"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            msg = "unknown key (check its spelling, or see the configs/ examples)"
+            owners = [t for t, c in MODEL_CONFIGS.items() if loc[-1] in c.model_fields] if model_type else []
+            if owners:
+                msg = f"not a setting of model.type {model_type!r} (it belongs to {', '.join(owners)})"
+            else:
+                msg = "unknown key (check its spelling, or see the configs/ examples)"
         lines.append(f"  {key}: {msg}")
     return "\n".join(lines)
 

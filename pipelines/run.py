@@ -498,14 +498,15 @@ def train_sequence_model(config: RunConfig, data_dir: Path, *, strategy, tracker
                         "run.replicas": strategy.num_replicas_in_sync})
 
     keras.utils.set_random_seed(t.seed)
-    evaluators = {split: make_evaluator(config, examples[split], labels.labels, max_chars=m.max_chars_per_token)
+    max_chars = m.max_chars_per_token if m.type == "tagger" else None  # the tagger's character encoder
+    evaluators = {split: make_evaluator(config, examples[split], labels.labels, max_chars=max_chars)
                   for split in ("valid", "test")}
     trainer = _trainer(
         config, strategy, tracker, work,
         build_model=lambda: build_sequence_model(config, len(vocab), len(labels), len(char_vocab) if char_vocab else 0),
         task=TaggingTask() if task == "tagging" else ClassificationTask(),
         data=ExampleData(examples["train"], t.batch_size, seed=t.seed, max_steps=t.max_steps_per_epoch,
-                         max_length=t.max_length, max_chars=m.max_chars_per_token),
+                         max_length=t.max_length, max_chars=max_chars),
         evaluate=evaluators["valid"],
         default_monitor="accuracy",
     )

@@ -68,7 +68,7 @@ def test_what_yaml_gives_still_validates(tmp_path):
     path = _write(tmp_path, """
 name: x
 data:
-  dataset: text
+  dataset: jsonl
   files: [a.txt, "b/*.txt"]
   lowercase: true
   max_vocab_size: 50
@@ -112,3 +112,23 @@ def test_reader_label_types_and_max_token_chars():
 def test_token_and_tag_column_must_differ():
     with pytest.raises(ConfigError, match=r"data\.reader.*token_column and tag_column"):
         parse_config({"name": "x", "data": {"reader": {"token_column": 1, "tag_column": 1}}})
+
+
+def test_each_model_type_has_its_own_settings():
+    from pipelines.config import ClassifierConfig, LanguageModelConfig, Seq2SeqConfig, TaggerConfig
+
+    assert isinstance(parse_config({"name": "x"}).model, LanguageModelConfig)  # the data task's model
+    assert isinstance(parse_config({"name": "x", "data": {"dataset": "twt"}}).model, TaggerConfig)
+    assert isinstance(parse_config({"name": "x", "data": {"dataset": "bbc"}, "model": {"pooling": "max"}}).model,
+                      ClassifierConfig)
+    assert isinstance(parse_config({"name": "x", "data": {"dataset": "cmudict"}}).model, Seq2SeqConfig)
+    with pytest.raises(ConfigError, match=r"model\.pooling: not a setting of model.type 'tagger' \(it belongs to classifier\)"):
+        parse_config({"name": "x", "data": {"dataset": "twt"}, "model": {"pooling": "max"}})
+    with pytest.raises(ConfigError, match=r"model\.attention: not a setting of model.type 'classifier'"):
+        parse_config({"name": "x", "data": {"dataset": "bbc"}, "model": {"attention": "dot"}})
+    with pytest.raises(ConfigError, match=r"model\.use_crf: not a setting of model.type 'lm'"):
+        parse_config({"name": "x", "model": {"use_crf": True}})
+    with pytest.raises(ConfigError, match=r"model\.poolng: unknown key"):
+        parse_config({"name": "x", "data": {"dataset": "bbc"}, "model": {"poolng": "max"}})
+    with pytest.raises(ConfigError, match="cannot train on 'lm' data"):
+        parse_config({"name": "x", "model": {"type": "tagger"}})
