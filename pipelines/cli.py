@@ -325,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from keras_models.saving import ModelLoadError
     from pipelines.config import ConfigError, load_config
-    from pipelines.run import RunLockedError, execute, summary
+    from pipelines.run import execute, summary
+    from pipelines.run_state import RunLockedError
     from preprocessing.manifest import DataError
 
     try:

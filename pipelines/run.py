@@ -30,13 +30,10 @@ So:
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
 import math
-import os
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -44,45 +41,11 @@ from typing import Any
 import numpy as np
 
 from pipelines.config import RunConfig, dump_config
+from pipelines.run_state import RunLock, read_state, write_state
 
 log = logging.getLogger("rnnflow")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
-
-
-class RunLockedError(RuntimeError):
-    """Another run holds the work directory's lock."""
-
-
-class RunLock:
-    """An exclusive, non-blocking ``flock`` on ``<work_dir>/<name>``; released when the process dies."""
-
-    def __init__(self, work_dir: Path, name: str = ".lock"):
-        self.path = Path(work_dir) / name
-        self._fd: int | None = None
-
-    def __enter__(self) -> "RunLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            holder = self.path.read_text(errors="replace").strip() or "another process"
-            raise RunLockedError(
-                f"{self.path} is locked by {holder}: another run is using {self.path.parent}. "
-                "Wait for it to finish (this run changed nothing)."
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
-        self._fd = fd
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
 
 
 @dataclass
@@ -697,19 +660,6 @@ def train_seq2seq_model(config: RunConfig, data_dir: Path, *, strategy, tracker,
     return out
 
 
-def _read_state(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-
-
-def _write_state(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2, default=str))
-    os.replace(tmp, path)
-
-
 def _run_exists(tracking_uri: str, run_id: str | None) -> bool:
     """Whether ``run_id`` is a run of the store (a finished output is reused only where it was recorded)."""
     if not run_id:
@@ -753,7 +703,7 @@ def execute(config: RunConfig, *, beam_args: list[str] | None = None, register: 
         okey = output_key(config)
         train_dir.mkdir(parents=True, exist_ok=True)
         state_path = train_dir / "state.json"
-        state = _read_state(state_path)
+        state = read_state(state_path)
         if force and state:
             import shutil
 
@@ -792,7 +742,7 @@ def execute(config: RunConfig, *, beam_args: list[str] | None = None, register: 
                 outputs[okey] = {"status": "running", "mlflow_run_id": tracker.run_id, "tracking_uri": tracking_uri}
                 if not trained:
                     state.update(status="training", mlflow_run_id=tracker.run_id, tracking_uri=tracking_uri)
-                _write_state(state_path, state)
+                write_state(state_path, state)
                 tracker.log_config(config.model_dump(mode="json"))
                 tracker.log_text(dump_config(config), "config.resolved.yaml")
             train = {"lm": train_language_model, "seq2seq": train_seq2seq_model}.get(config.data.task,
@@ -807,7 +757,7 @@ def execute(config: RunConfig, *, beam_args: list[str] | None = None, register: 
                 del outputs[other]  # outputs begun in this run by a killed attempt with other settings
             outputs[okey] = {"status": "done", "mlflow_run_id": tracker.run_id, "tracking_uri": tracking_uri,
                              "result": stored}
-            _write_state(state_path, state)
+            write_state(state_path, state)
         return result
 
 

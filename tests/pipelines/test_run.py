@@ -11,7 +11,8 @@ from mlflow import MlflowClient
 
 from pipelines import cli
 from pipelines.config import ConfigError, load_config, parse_config
-from pipelines.run import EXIT_LOCKED, RunLock, RunLockedError, execute
+from pipelines.run import EXIT_LOCKED, execute
+from pipelines.run_state import RunLock, RunLockedError
 
 LINES = ["the cat sat on the mat", "the dog sat on the log", "a cat saw a dog", "the mat was on the log"]
 
