@@ -27,8 +27,8 @@ from common import machine, write_report
 
 def twt_sentences(config) -> dict[str, list[list[tuple[str, str]]]]:
     """``{split: [[(token, tag), ...], ...]}`` by the prepare job's reader and split rule."""
-    from pipelines import beam_transforms as bt
     from pipelines import datasets
+    from pipelines.beam.splits import hash_split, interleave_split
 
     s = config.data.split
     out: dict[str, list] = {"train": [], "valid": [], "test": []}
@@ -37,9 +37,9 @@ def twt_sentences(config) -> dict[str, list[list[tuple[str, str]]]]:
             if "reject" in record:
                 continue
             if s.method == "interleave":
-                split = bt.interleave_split(record["item"], s.valid, s.test, s.period)
+                split = interleave_split(record["item"], s.valid, s.test, s.period)
             else:
-                split = bt.hash_split(record["source"], record["line"], s.valid, s.test, s.seed)
+                split = hash_split(record["source"], record["line"], s.valid, s.test, s.seed)
             if len(record["tokens"]) <= config.data.max_length:
                 out[split].append(list(zip(record["tokens"], record["tags"])))
     return out

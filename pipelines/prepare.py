@@ -1,6 +1,6 @@
 """The prepare job: a raw corpus → TFRecord shards, vocabulary, rejected records and ``manifest.json``.
 
-Steps (one Beam pipeline; every step is a labelled transform of :mod:`pipelines.beam_transforms`)::
+Steps (one Beam pipeline; every step is a labelled transform of a :mod:`pipelines.beam` module)::
 
     ReadCorpus (a reader per format) → SplitRejected (unreadable items) → DropDuplicates (optional)
       → AssignSplit (hash / interleave / stratified, where the corpus has no split) → TakeFirstPerSplit
@@ -69,8 +69,21 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 
 import tensorflow as tf
 
-from pipelines import beam_transforms as bt
 from pipelines import datasets
+from pipelines.beam.corpus import ReadCorpus
+from pipelines.beam.dedupe import DropDuplicates
+from pipelines.beam.encode import EncodeExamples, EncodeForLM
+from pipelines.beam.files import write_bytes_atomic
+from pipelines.beam.names import CHARS_FILE, LABELS_FILE, NAMESPACE, TAGS_FILE, TARGET_VOCAB_FILE
+from pipelines.beam.rejects import SplitRejected, WriteRejected
+from pipelines.beam.runners import DIRECT_RUNNER_NAMES, local_runner
+from pipelines.beam.shards import WriteShards
+from pipelines.beam.splits import AssignSplit, TakeFirstPerSplit
+from pipelines.beam.stats import SummarizeSplits
+from pipelines.beam.summary import WriteSummary
+from pipelines.beam.tokenization import TokenizeLines
+from pipelines.beam.vocabulary import (BuildLabelSet, BuildVocabulary, CountCharacters, CountLabels, CountTokens,
+                                       WriteVocabulary)
 from pipelines.config import DataConfig
 from preprocessing.manifest import DataError, canonical_json, load_manifest, manifest_fingerprint, verify
 from preprocessing import schema
@@ -145,8 +158,8 @@ def _runner_name(options: PipelineOptions) -> str:
 def _runner(options: PipelineOptions):
     """``DirectRunner`` → Beam's in-process FnApiRunner (no Prism download); other names as given."""
     name = _runner_name(options)
-    if name.lower() in bt.DIRECT_RUNNER_NAMES:
-        return bt.local_runner(options)
+    if name.lower() in DIRECT_RUNNER_NAMES:
+        return local_runner(options)
     return None  # beam.Pipeline creates it from --runner
 
 
@@ -281,71 +294,71 @@ def build_pipeline(
     rejected = []
     read, unreadable = (
         p
-        | "ReadCorpus" >> bt.ReadCorpus(sources, expected_sha256)
-        | "SetAsideUnreadable" >> bt.SplitRejected()
+        | "ReadCorpus" >> ReadCorpus(sources, expected_sha256)
+        | "SetAsideUnreadable" >> SplitRejected()
     )
     rejected.append(unreadable)
     if config.dedupe_enabled:
-        read, duplicates = read | "DropDuplicates" >> bt.DropDuplicates()
+        read, duplicates = read | "DropDuplicates" >> DropDuplicates()
         rejected.append(duplicates)
     s = config.split
     records = (
         read
-        | "AssignSplit" >> bt.AssignSplit(s.valid, s.test, s.seed, method=s.method, period=s.period)
-        | "MaxLines" >> bt.TakeFirstPerSplit(config.max_lines, "hash" if config.task == "classification" else "corpus")
+        | "AssignSplit" >> AssignSplit(s.valid, s.test, s.seed, method=s.method, period=s.period)
+        | "MaxLines" >> TakeFirstPerSplit(config.max_lines, "hash" if config.task == "classification" else "corpus")
     )
-    tokenized = records | "Tokenize" >> bt.TokenizeLines(tokenizer_config(config), config.max_length,
-                                                         target_config=target_tokenizer_config(config), max_token_chars=config.max_token_chars)
+    tokenized = records | "Tokenize" >> TokenizeLines(tokenizer_config(config), config.max_length,
+                                                      target_config=target_tokenizer_config(config), max_token_chars=config.max_token_chars)
     rejected.append(tokenized.rejected)
     vocab = (
         tokenized.accepted
-        | "CountTrainTokens" >> bt.CountTokens("train")
-        | "BuildVocabulary" >> bt.BuildVocabulary(config.max_vocab_size, config.min_count)
+        | "CountTrainTokens" >> CountTokens("train")
+        | "BuildVocabulary" >> BuildVocabulary(config.max_vocab_size, config.min_count)
     )
     extra_files = {}
     if config.task == "lm":
-        encoded = tokenized.accepted | "EncodeForLM" >> bt.EncodeForLM(vocab)
+        encoded = tokenized.accepted | "EncodeForLM" >> EncodeForLM(vocab)
     elif config.task == "seq2seq":
         target_vocab = (
             tokenized.accepted
-            | "CountTrainTargetTokens" >> bt.CountTokens("train", field="target_tokens")
-            | "BuildTargetVocabulary" >> bt.BuildVocabulary(config.target.max_vocab_size, config.target.min_count)
+            | "CountTrainTargetTokens" >> CountTokens("train", field="target_tokens")
+            | "BuildTargetVocabulary" >> BuildVocabulary(config.target.max_vocab_size, config.target.min_count)
         )
-        extra_files["target_vocab"] = target_vocab | "WriteTargetVocabulary" >> bt.WriteVocabulary(out_dir, bt.TARGET_VOCAB_FILE)
-        encoded_out = tokenized.accepted | "Encode" >> bt.EncodeExamples("seq2seq", vocab, target_vocab)
+        extra_files["target_vocab"] = target_vocab | "WriteTargetVocabulary" >> WriteVocabulary(out_dir, TARGET_VOCAB_FILE)
+        encoded_out = tokenized.accepted | "Encode" >> EncodeExamples("seq2seq", vocab, target_vocab)
         encoded = encoded_out.accepted
         rejected.append(encoded_out.rejected)
     else:
-        what, path = ("tags", bt.TAGS_FILE) if config.task == "tagging" else ("labels", bt.LABELS_FILE)
+        what, path = ("tags", TAGS_FILE) if config.task == "tagging" else ("labels", LABELS_FILE)
         labels = (
             tokenized.accepted
-            | "CountTrainLabels" >> bt.CountLabels("train")
-            | "BuildLabelSet" >> bt.BuildLabelSet(what)
+            | "CountTrainLabels" >> CountLabels("train")
+            | "BuildLabelSet" >> BuildLabelSet(what)
         )
-        extra_files["labels"] = labels | "WriteLabels" >> bt.WriteVocabulary(out_dir, path)
+        extra_files["labels"] = labels | "WriteLabels" >> WriteVocabulary(out_dir, path)
         chars = None
         if config.task == "tagging" and config.char_features:
             chars = (
                 tokenized.accepted
-                | "CountTrainCharacters" >> bt.CountCharacters("train")
-                | "BuildCharVocabulary" >> bt.BuildVocabulary(None, 1)
+                | "CountTrainCharacters" >> CountCharacters("train")
+                | "BuildCharVocabulary" >> BuildVocabulary(None, 1)
             )
-            extra_files["chars"] = chars | "WriteChars" >> bt.WriteVocabulary(out_dir, bt.CHARS_FILE)
-        encoded_out = tokenized.accepted | "Encode" >> bt.EncodeExamples(config.task, vocab, labels, chars)
+            extra_files["chars"] = chars | "WriteChars" >> WriteVocabulary(out_dir, CHARS_FILE)
+        encoded_out = tokenized.accepted | "Encode" >> EncodeExamples(config.task, vocab, labels, chars)
         encoded = encoded_out.accepted
         rejected.append(encoded_out.rejected)
-    summaries = encoded | "SummarizeSplits" >> bt.SummarizeSplits(config.num_shards)
-    shards = encoded | "WriteShards" >> bt.WriteShards(out_dir, summaries, config.task)
-    rejected_info = tuple(rejected) | "GatherRejected" >> beam.Flatten() | "WriteRejected" >> bt.WriteRejected(out_dir)
-    vocab_info = vocab | "WriteVocabulary" >> bt.WriteVocabulary(out_dir)
-    _ = p | "WriteSummary" >> bt.WriteSummary(
+    summaries = encoded | "SummarizeSplits" >> SummarizeSplits(config.num_shards)
+    shards = encoded | "WriteShards" >> WriteShards(out_dir, summaries, config.task)
+    rejected_info = tuple(rejected) | "GatherRejected" >> beam.Flatten() | "WriteRejected" >> WriteRejected(out_dir)
+    vocab_info = vocab | "WriteVocabulary" >> WriteVocabulary(out_dir)
+    _ = p | "WriteSummary" >> WriteSummary(
         os.path.join(out_dir, SUMMARY_FILE), summaries, rejected_info, vocab_info, shards, extra_files
     )
 
 
 def _log_counters(result) -> None:
     try:
-        counters = result.metrics().query(beam.metrics.MetricsFilter().with_namespace(bt.NAMESPACE))["counters"]
+        counters = result.metrics().query(beam.metrics.MetricsFilter().with_namespace(NAMESPACE))["counters"]
     except Exception:  # noqa: BLE001 - some runners do not report metrics
         return
     for c in sorted(counters, key=lambda c: c.key.metric.name):
@@ -485,4 +498,4 @@ def _move_into_place(tmp_dir: str, final_dir: str, fingerprint: str, force: bool
 
 def _write_manifest(directory: str, manifest: dict[str, Any]) -> None:
     data = (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
-    bt.write_bytes_atomic(os.path.join(directory, MANIFEST), data)
+    write_bytes_atomic(os.path.join(directory, MANIFEST), data)

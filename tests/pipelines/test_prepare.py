@@ -9,8 +9,9 @@ import shutil
 import pytest
 import tensorflow as tf
 
-from pipelines import beam_transforms as bt
 from pipelines import datasets, prepare
+from pipelines.beam import shards as beam_shards
+from pipelines.beam.splits import hash_split
 from pipelines.config import DataConfig
 from preprocessing import schema
 from preprocessing.manifest import DataError
@@ -43,7 +44,7 @@ def corpus(tmp_path_factory):
         path = str(root / name)
         lines = []
         for number in range(1, n + 1):
-            split = bt.hash_split(path, number, SPLIT["valid"], SPLIT["test"], SPLIT["seed"])
+            split = hash_split(path, number, SPLIT["valid"], SPLIT["test"], SPLIT["seed"])
             raw = _line(name, number, split)
             lines.append(raw)
             if (name, number) not in BAD_LINES:
@@ -229,7 +230,7 @@ def _no_finished_dir(root):
 
 def test_a_job_killed_mid_write_leaves_nothing_that_looks_finished(corpus, tmp_path, monkeypatch):
     root, _ = corpus
-    real_write = bt.write_tfrecords
+    real_write = beam_shards.write_tfrecords
     calls = []
 
     def crash_on_second_shard(path, records):
@@ -240,7 +241,7 @@ def test_a_job_killed_mid_write_leaves_nothing_that_looks_finished(corpus, tmp_p
             raise RuntimeError("simulated crash while writing shards")
         return real_write(path, records)
 
-    monkeypatch.setattr(bt, "write_tfrecords", crash_on_second_shard)
+    monkeypatch.setattr(beam_shards, "write_tfrecords", crash_on_second_shard)  # where WriteShardDoFn looks it up
     out = tmp_path / "out"
     with pytest.raises(Exception, match="simulated crash"):
         prepare.prepare(_config(root, out))
@@ -272,7 +273,7 @@ def test_max_lines_keeps_the_first_lines_of_each_split(corpus, tmp_path):
     firsts = {"train": [], "valid": [], "test": []}
     for name, n in (("a.txt", 24), ("b.txt", 16)):
         for number in range(1, n + 1):
-            split = bt.hash_split(str(root / name), number, SPLIT["valid"], SPLIT["test"], SPLIT["seed"])
+            split = hash_split(str(root / name), number, SPLIT["valid"], SPLIT["test"], SPLIT["seed"])
             firsts[split].append((name, number))
     kept = {"train": firsts["train"][:4], "valid": firsts["valid"], "test": firsts["test"][:1]}
     for split, lines in kept.items():

@@ -14,8 +14,15 @@ import pytest
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipelines import beam_transforms as bt
 from pipelines import datasets, prepare
+from pipelines.beam.dedupe import DropDuplicates
+from pipelines.beam.encode import EncodeExamples, EncodeExamplesDoFn
+from pipelines.beam.names import TAGS_FILE
+from pipelines.beam.rejects import SplitRejected
+from pipelines.beam.runners import local_runner
+from pipelines.beam.splits import AssignSplit, interleave_split, stratified_assignment
+from pipelines.beam.stats import SummarizeSplits
+from pipelines.beam.vocabulary import BuildLabelSet, CountCharacters, CountLabels, WriteVocabulary
 from pipelines.config import DataConfig, SplitConfig
 from preprocessing.input_fns import read_split
 from preprocessing.vocab import UNK_ID, LabelSet, Vocabulary
@@ -24,7 +31,7 @@ from requires import needs_bbc, needs_twt
 
 def _pipeline():
     # FnApiRunner in-process: DirectRunner would first try to download the Prism runner.
-    return test_pipeline.TestPipeline(runner=bt.local_runner())
+    return test_pipeline.TestPipeline(runner=local_runner())
 
 
 def _doc(source, line, raw, label, split=None, position=0, item=None):
@@ -59,7 +66,7 @@ def test_split_rejected_sets_aside_records_with_a_reason():
     bad = {"index": (0, 3), "split": None, "source": "s.conllu", "line": 3, "reason": "bad_columns",
            "detail": "line 3: 9 tab-separated columns, expected 10", "text": "1\ta"}
     with _pipeline() as p:
-        accepted, rejected = p | beam.Create([good, bad]) | bt.SplitRejected()
+        accepted, rejected = p | beam.Create([good, bad]) | SplitRejected()
         assert_that(accepted, equal_to([good]), label="accepted")
         assert_that(rejected, equal_to([bad]), label="rejected")
 
@@ -76,7 +83,7 @@ def test_drop_duplicates_keeps_the_first_by_index_and_names_it():
                 "reason": "duplicate", "detail": detail, "text": "same text"}
 
     with _pipeline() as p:
-        kept, dupes = p | beam.Create(records) | bt.DropDuplicates()
+        kept, dupes = p | beam.Create(records) | DropDuplicates()
         assert_that(kept, equal_to([first, unique]), label="kept")
         assert_that(
             dupes,
@@ -94,7 +101,7 @@ def test_drop_duplicates_of_tagged_sentences_compares_tokens_and_tags():
     other_tags = _sent(9, None, ["Paris", "is", "big"], ["PROPN", "VERB", "ADJ"])
     joined = _sent(12, None, ["Parisis", "big"], ["PROPN", "AUX"])
     with _pipeline() as p:
-        kept, dupes = p | beam.Create([same, other_tags, a, joined]) | bt.DropDuplicates()
+        kept, dupes = p | beam.Create([same, other_tags, a, joined]) | DropDuplicates()
         assert_that(kept, equal_to([a, other_tags, joined]), label="kept")
         assert_that(
             dupes | beam.Map(lambda r: (r["line"], r["reason"], r["detail"], r["text"])),
@@ -104,13 +111,13 @@ def test_drop_duplicates_of_tagged_sentences_compares_tokens_and_tags():
 
 
 def test_interleave_split_is_the_twt_package_rule():
-    got = [bt.interleave_split(i, 0.1, 0.1, 10) for i in range(30)]
+    got = [interleave_split(i, 0.1, 0.1, 10) for i in range(30)]
     assert [i for i, s in enumerate(got) if s == "valid"] == [8, 18, 28]
     assert [i for i, s in enumerate(got) if s == "test"] == [9, 19, 29]
     assert all(s == "train" for i, s in enumerate(got) if i % 10 < 8)
     # period 5, 0.2 / 0.2: the 4th of every 5 is valid, the 5th test
-    assert "".join(bt.interleave_split(i, 0.2, 0.2, 5)[1] for i in range(10)) == "rrraerrrae"
-    assert {bt.interleave_split(i, 0.0, 0.0, 10) for i in range(20)} == {"train"}
+    assert "".join(interleave_split(i, 0.2, 0.2, 5)[1] for i in range(10)) == "rrraerrrae"
+    assert {interleave_split(i, 0.0, 0.0, 10) for i in range(20)} == {"train"}
 
 
 def test_assign_split_interleave_uses_the_item_ordinal_per_source():
@@ -120,7 +127,7 @@ def test_assign_split_interleave_uses_the_item_ordinal_per_source():
     expected = [dict(r, split="valid" if r["item"] % 10 == 8 else "test" if r["item"] % 10 == 9 else "train")
                 for r in records] + [own]
     with _pipeline() as p:
-        out = p | beam.Create(records + [own]) | bt.AssignSplit(0.1, 0.1, seed=5, method="interleave", period=10)
+        out = p | beam.Create(records + [own]) | AssignSplit(0.1, 0.1, seed=5, method="interleave", period=10)
         assert_that(out, equal_to(expected))
 
 
@@ -143,11 +150,11 @@ def test_assign_split_stratified_exact_per_label_proportions_independent_of_orde
     # (r + 0.5) / n cut at 0.1 and 0.3: big 2 / 4 / 14, mid 1 / 2 / 7, a single record stays in train
     assert counts == {("big", "valid"): 2, ("big", "test"): 4, ("big", "train"): 14,
                       ("mid", "valid"): 1, ("mid", "test"): 2, ("mid", "train"): 7, ("one", "train"): 1}
-    assert bt.stratified_assignment(list(range(10)), 0.1, 0.2) == ["valid", "test", "test"] + ["train"] * 7
+    assert stratified_assignment(list(range(10)), 0.1, 0.2) == ["valid", "test", "test"] + ["train"] * 7
     with _pipeline() as p:
-        forward = p | "Forward" >> beam.Create(records + [own]) | "SplitF" >> bt.AssignSplit(0.1, 0.2, 3, "stratified")
+        forward = p | "Forward" >> beam.Create(records + [own]) | "SplitF" >> AssignSplit(0.1, 0.2, 3, "stratified")
         backward = (p | "Backward" >> beam.Create([own] + records[::-1])
-                    | "SplitB" >> bt.AssignSplit(0.1, 0.2, 3, "stratified"))
+                    | "SplitB" >> AssignSplit(0.1, 0.2, 3, "stratified"))
         assert_that(forward, equal_to(expected), label="forward")
         assert_that(backward, equal_to(expected), label="backward")
     # another seed: another order within each label, the same counts
@@ -162,15 +169,15 @@ def test_assign_split_stratified_is_deterministic_across_runs():
                       ((r, _stratified_reference(records, 0.25, 0.25, seed=0)[r["index"]]) for r in records))
     for order in (records, records[::-1]):  # two separate runs, two input orders: the same splits
         with _pipeline() as p:
-            out = p | beam.Create(order) | bt.AssignSplit(0.25, 0.25, seed=0, method="stratified")
+            out = p | beam.Create(order) | AssignSplit(0.25, 0.25, seed=0, method="stratified")
             assert_that(out | beam.Map(lambda r: (r["line"], r["split"])), equal_to(expected))
 
 
 def test_assign_split_rejects_bad_arguments():
     with pytest.raises(ValueError, match="unknown split method"):
-        bt.AssignSplit(0.1, 0.1, method="random")
+        AssignSplit(0.1, 0.1, method="random")
     with pytest.raises(ValueError, match="sum below 1"):
-        bt.AssignSplit(0.5, 0.5)
+        AssignSplit(0.5, 0.5)
 
 
 def test_count_labels_and_build_label_set_sorted_from_train_only():
@@ -182,14 +189,14 @@ def test_count_labels_and_build_label_set_sorted_from_train_only():
     docs = [_doc("d.jsonl", 1, b"x", "sport", "train"), _doc("d.jsonl", 2, b"y", "business", "train"),
             _doc("d.jsonl", 3, b"z", "sport", "train"), _doc("d.jsonl", 4, b"w", "tech", "valid")]
     with _pipeline() as p:
-        tag_counts = p | "Tagged" >> beam.Create(tagged) | "CountTags" >> bt.CountLabels("train")
-        label_counts = p | "Docs" >> beam.Create(docs) | "CountDocs" >> bt.CountLabels("train")
-        all_counts = p | "All" >> beam.Create(tagged) | "CountAll" >> bt.CountLabels(None)
+        tag_counts = p | "Tagged" >> beam.Create(tagged) | "CountTags" >> CountLabels("train")
+        label_counts = p | "Docs" >> beam.Create(docs) | "CountDocs" >> CountLabels("train")
+        all_counts = p | "All" >> beam.Create(tagged) | "CountAll" >> CountLabels(None)
         assert_that(tag_counts, equal_to([("VERB", 2), ("ADJ", 1), ("NOUN", 1)]), label="tags")
         assert_that(label_counts, equal_to([("sport", 2), ("business", 1)]), label="labels")
         assert_that(all_counts, equal_to([("VERB", 2), ("ADJ", 1), ("NOUN", 1), ("INTJ", 1)]), label="all")
-        tag_set = tag_counts | "TagSet" >> bt.BuildLabelSet("tags")
-        label_set = label_counts | "LabelSet" >> bt.BuildLabelSet("labels")
+        tag_set = tag_counts | "TagSet" >> BuildLabelSet("tags")
+        label_set = label_counts | "LabelSet" >> BuildLabelSet("labels")
         assert_that(tag_set | "TagList" >> beam.Map(lambda s: s.labels), equal_to([["ADJ", "NOUN", "VERB"]]),
                     label="tag_set")
         assert_that(label_set | "LabelList" >> beam.Map(lambda s: s.labels), equal_to([["business", "sport"]]),
@@ -201,10 +208,10 @@ def test_no_training_labels_reject_every_record_for_the_empty_corpus_error():
     and the prepare job then reports the empty corpus (test_prepare_verify) instead of failing here."""
     records = [_sent(1, "test", ["a"], ["X"])]
     with _pipeline() as p:
-        labels = p | beam.Create(records) | bt.CountLabels("train") | bt.BuildLabelSet("tags")
+        labels = p | beam.Create(records) | CountLabels("train") | BuildLabelSet("tags")
         assert_that(labels, equal_to([None]), label="NoLabelSet")
         out = (p | "Records" >> beam.Create(records)
-               | bt.EncodeExamples("tagging", p | "Vocab" >> beam.Create([VOCAB]), labels))
+               | EncodeExamples("tagging", p | "Vocab" >> beam.Create([VOCAB]), labels))
         assert_that(out.accepted, equal_to([]), label="NoneAccepted")
         assert_that(out.rejected | beam.Map(lambda r: (r["reason"], "empty" in r["detail"])),
                     equal_to([("unknown_tag", True)]), label="Rejected")
@@ -213,7 +220,7 @@ def test_no_training_labels_reject_every_record_for_the_empty_corpus_error():
 def test_count_characters_counts_train_tokens():
     records = [_sent(1, "train", ["aab", "b"], ["X", "X"]), _sent(2, "valid", ["zz"], ["X"])]
     with _pipeline() as p:
-        assert_that(p | beam.Create(records) | bt.CountCharacters("train"), equal_to([("a", 2), ("b", 2)]))
+        assert_that(p | beam.Create(records) | CountCharacters("train"), equal_to([("a", 2), ("b", 2)]))
 
 
 VOCAB = Vocabulary.from_counts({"the": 3, "cat": 2, "sat": 1})  # the=4 cat=5 sat=6
@@ -226,7 +233,7 @@ def _encode(task, records, labels, chars=None):
     vocab = p | "Vocab" >> beam.Create([VOCAB])
     label_set = p | "Labels" >> beam.Create([labels])
     char_vocab = p | "Chars" >> beam.Create([chars]) if chars is not None else None
-    out = p | "Records" >> beam.Create(records) | bt.EncodeExamples(task, vocab, label_set, char_vocab)
+    out = p | "Records" >> beam.Create(records) | EncodeExamples(task, vocab, label_set, char_vocab)
     return p, out
 
 
@@ -296,7 +303,7 @@ def test_encode_examples_classification_and_unknown_label():
 
 def test_encode_examples_refuses_other_tasks():
     with pytest.raises(ValueError, match="not 'lm'"):
-        bt.EncodeExamplesDoFn("lm")
+        EncodeExamplesDoFn("lm")
 
 
 def test_summarize_splits_counts_labels_per_split():
@@ -306,13 +313,13 @@ def test_summarize_splits_counts_labels_per_split():
         {"index": (0, 3), "split": "test", "features": {"ids": [1]}, "unk": 1, "labels": ["VERB"]},
     ]
     with _pipeline() as p:
-        out = p | beam.Create(encoded) | bt.SummarizeSplits() | beam.Map(lambda kv: (kv[0], kv[1]["label_counts"]))
+        out = p | beam.Create(encoded) | SummarizeSplits() | beam.Map(lambda kv: (kv[0], kv[1]["label_counts"]))
         assert_that(out, equal_to([("train", {"DET": 1, "NOUN": 2}), ("test", {"VERB": 1})]))
 
 
 def test_write_vocabulary_writes_a_label_set_to_the_given_path(tmp_path):
     with _pipeline() as p:
-        info = p | beam.Create([TAGS]) | bt.WriteVocabulary(str(tmp_path), bt.TAGS_FILE)
+        info = p | beam.Create([TAGS]) | WriteVocabulary(str(tmp_path), TAGS_FILE)
         data = b"DET\nNOUN\nVERB\n"
         assert_that(info, equal_to([{"path": "vocab/tags.txt", "size": 3,
                                      "sha256": hashlib.sha256(data).hexdigest()}]))
@@ -363,7 +370,7 @@ def conllu_prepared(tmp_path_factory):
         return first
 
     for item in range(20):
-        split = bt.interleave_split(item, 0.1, 0.1, 10)
+        split = interleave_split(item, 0.1, 0.1, 10)
         tokens, tags = POOL[item % len(POOL)]
         tokens = tokens + [f"w{item}"] if split == "train" else list(tokens)
         tags = tags + ["PROPN"] if split == "train" else list(tags)
@@ -526,7 +533,7 @@ def columns_prepared(tmp_path_factory):
     for item, sentence in enumerate(sentences):
         if any(len(cols) != 4 for cols in sentence):
             continue  # "bad columns" (item 6): rejected
-        split = bt.interleave_split(item, 0.2, 0.2, 5)
+        split = interleave_split(item, 0.2, 0.2, 5)
         expected[split].append(([unicodedata.normalize("NFKC", c[0]) for c in sentence], [c[-1] for c in sentence]))
     return config, prepare.prepare(config), str(path), expected
 
@@ -683,7 +690,7 @@ def tsv_prepared(tmp_path_factory):
         if item == 5:
             rows[-1] = b"no tab on this line"  # still an item: the interleave count goes on
         if item not in (5, 9, 14):
-            expected[bt.interleave_split(item, 0.1, 0.1, 10)].append((text.split(), label))
+            expected[interleave_split(item, 0.1, 0.1, 10)].append((text.split(), label))
     rows.insert(3, b"")  # blank lines are not items
     path.write_bytes(b"\r\n".join(rows) + b"\r\n")
     config = DataConfig(dataset="tsv", files=[str(path)], output_dir=str(root / "out"),

@@ -1,0 +1,32 @@
+"""Beam DoFns and PTransforms of the prepare job, one idea per module; each one is usable (and tested) on its own.
+
+Modules: :mod:`~pipelines.beam.names` (metrics namespace, output tags, file names),
+:mod:`~pipelines.beam.runners` (``local_runner``), :mod:`~pipelines.beam.files` (atomic writes),
+:mod:`~pipelines.beam.corpus` (``ReadCorpus``), :mod:`~pipelines.beam.rejects` (reasons,
+``SplitRejected``, ``WriteRejected``), :mod:`~pipelines.beam.dedupe` (``DropDuplicates``),
+:mod:`~pipelines.beam.splits` (``AssignSplit``, ``TakeFirstPerSplit``),
+:mod:`~pipelines.beam.tokenization` (``TokenizeLines``), :mod:`~pipelines.beam.vocabulary`
+(``CountTokens``, ``BuildVocabulary``, ``CountLabels``, ``BuildLabelSet``, ``CountCharacters``,
+``WriteVocabulary``), :mod:`~pipelines.beam.encode` (``EncodeForLM``, ``EncodeExamples``),
+:mod:`~pipelines.beam.stats` (``SummarizeSplits``), :mod:`~pipelines.beam.shards` (``WriteShards``),
+:mod:`~pipelines.beam.summary` (``WriteSummary``).
+
+Element shapes (plain dicts, so that any runner can encode them with its default coder):
+
+* corpus record (``ReadCorpus``): ``{"index": (source_position, line_number), "split": str |
+  None, "source": str, "line": int, "item": int}`` plus the format's fields: ``"raw": bytes`` (text
+  to tokenize), ``"label": str`` (classification), ``"tokens", "tags": list[str]`` (tagging,
+  pre-tokenized). ``index`` orders records in corpus order; ``item`` is the ordinal in its source.
+* tokenized record (``TokenizeLines``, main output ``accepted``): the same without ``raw``, plus
+  ``"tokens": list[str]`` (pre-tokenized records: their tokens normalized).
+* rejected record: ``{"index", "split", "source", "line", "reason", "detail", "text"}``; reasons:
+  ``REJECT_REASONS`` in :mod:`~pipelines.beam.rejects`, the readers' (``pipelines/readers.py``) for
+  unreadable input.
+* encoded record (``EncodeForLM``, ``EncodeExamples``): ``{"index", "split", "features":
+  {schema key: ids}, "unk": int, "labels": list[str]}`` (``labels``: the tags or the label, for the
+  per-split label counts).
+
+Heavy objects (the tensorflow-text tokenizer) are made in ``DoFn.setup()``. Files are written with
+``tf.io.gfile`` (local paths, ``gs://``, ``hdfs://``, ...), each to a temporary name first and
+renamed, so a retried bundle never leaves a partial file behind.
+"""

@@ -1,0 +1,11 @@
+"""The names the prepare job's steps share: the metrics namespace, the output tags of multi-output
+transforms and the paths of the files the job writes (relative to the output directory)."""
+
+NAMESPACE = "rnnflow"
+ACCEPTED, REJECTED = "accepted", "rejected"
+VOCAB_FILE = "vocab/tokens.txt"
+TAGS_FILE = "vocab/tags.txt"
+LABELS_FILE = "vocab/labels.txt"
+CHARS_FILE = "vocab/chars.txt"
+TARGET_VOCAB_FILE = "vocab/target.txt"
+REJECTED_FILE = "rejected/rejected-00000-of-00001.jsonl"
