@@ -296,10 +296,4 @@ def reader_options(config: "DataConfig") -> tuple:
     return ()
 
 
-def iter_records(sources: list[CorpusSource]) -> Iterator[dict]:
-    """Every record of every source, in corpus order (source order, then line order)."""
-    for source in sources:
-        yield from source.records()
-
-
 

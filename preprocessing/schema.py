@@ -131,7 +131,3 @@ def shard_name(split: str, index: int, num_shards: int) -> str:
         raise ValueError(f"shard index {index} is outside 0..{num_shards - 1}")
     return f"{split}-{index:05d}-of-{num_shards:05d}{SHARD_SUFFIX}"
 
-
-def shard_glob(split: str) -> str:
-    """A glob matching every shard of ``split``; sorted matches are in corpus order."""
-    return f"{split}-?????-of-?????{SHARD_SUFFIX}"

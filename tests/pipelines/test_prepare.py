@@ -349,7 +349,7 @@ def test_text_recipe_globs_order_and_line_semantics(tmp_path):
     (tmp_path / "a.txt").write_bytes(b"a1\n\na3\n")
     sources = datasets.text_sources([str(tmp_path / "b.txt"), str(tmp_path / "*.txt")])
     assert [os.path.basename(s.name) for s in sources] == ["b.txt", "a.txt"]  # given order, then glob order
-    records = list(datasets.iter_records(sources))
+    records = [r for source in sources for r in source.records()]
     assert [(os.path.basename(r["source"]), r["line"], r["raw"]) for r in records] == [
         ("b.txt", 1, b"b1"),
         ("b.txt", 2, b"b2"),

@@ -14,7 +14,7 @@ from preprocessing.vocab import EOS_ID
 
 
 def _read_split(directory, split):
-    files = sorted(tf.io.gfile.glob(os.path.join(directory, schema.shard_glob(split))))
+    files = sorted(tf.io.gfile.glob(os.path.join(directory, f"{split}-?????-of-?????{schema.SHARD_SUFFIX}")))
     ds = tf.data.TFRecordDataset(files, compression_type="GZIP").map(lambda s: schema.parse_example("lm", s))
     return files, [ex["ids"].numpy().tolist() for ex in ds]
 
