@@ -73,8 +73,8 @@ def parse_args(argv=None):
 def build_model(kind, cell_name, args, jit):
     import keras
 
-    from keras_models.cells import get_cell
-    from keras_models.recurrent import Recurrent
+    from keras_models.layers.cells import get_cell
+    from keras_models.layers.recurrent import Recurrent
 
     keras.utils.set_random_seed(args.seed)
     if kind == "ours":

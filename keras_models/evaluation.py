@@ -1,4 +1,5 @@
-"""Scoring taggers and classifiers on a whole split: loss, accuracy, span F1, macro-F1, confusion matrix.
+"""Scoring a model on a whole split: stream perplexity (language models); loss, accuracy, span F1,
+macro-F1, confusion matrix (taggers, classifiers); loss and error rates of decoded outputs (seq2seq).
 
 Every example is scored (batches sorted by length, nothing dropped); padding never counts. Span-level
 precision / recall / F1 for BIO / BIOES tags come from ``seqeval`` (strict mode for BIOES, CoNLL
@@ -8,16 +9,61 @@ batch function is kept between calls, so per-epoch validation does not recompile
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_models.training import model_inputs
+from keras_models.inputs import model_inputs
 from preprocessing.input_fns import Examples, eval_batches
 
 
+# ------------------------------------------------------------------------------ language models
+class StreamEvaluator:
+    """Loss, perplexity and bits per token over the *whole* stream of a BPTT layout, state carried throughout.
+
+    Every window is scored, the last one possibly shorter, so the figure covers every target of the
+    layout (``layout.num_targets``) and is comparable with published stream perplexities. The
+    compiled window function is kept between calls (one per model), so per-epoch validation does not
+    recompile.
+    """
+
+    def __init__(self, layout, jit_compile: bool = True):
+        self.layout = layout
+        self.jit_compile = jit_compile
+        self._fns: dict[int, Callable] = {}
+
+    def _fn(self, model):
+        if id(model) not in self._fns:
+
+            def window(ids, targets, state):
+                logits, state = model.forward(ids, state, training=False)
+                xent = keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True)
+                return tf.reduce_sum(tf.cast(xent, tf.float64)), state
+
+            self._fns[id(model)] = tf.function(window, jit_compile=self.jit_compile, reduce_retracing=True)
+        return self._fns[id(model)]
+
+    def __call__(self, model) -> dict[str, float]:
+        fn = self._fn(model)
+        state = model.initial_state(self.layout.num_streams)
+        total, count = 0.0, 0
+        for ids, targets in self.layout.windows(drop_remainder=False):
+            loss_sum, state = fn(tf.constant(ids), tf.constant(targets), state)
+            total += float(loss_sum)
+            count += targets.size
+        loss = total / max(count, 1)
+        return {
+            "loss": loss,
+            "perplexity": float(math.exp(min(loss, 700.0))),
+            "bits_per_token": loss / math.log(2),
+            "tokens": count,
+        }
+
+
+# ------------------------------------------------------------------------ taggers, classifiers
 def span_scores(gold: list[list[str]], pred: list[list[str]], scheme: str) -> dict[str, Any]:
     """Span precision / recall / F1 (micro) and per type, with seqeval.
 
@@ -329,8 +375,6 @@ class Seq2SeqEvaluator(_BatchScorer):
         return outputs  # type: ignore[return-value]
 
     def __call__(self, model) -> dict[str, float]:
-        import math
-
         fn = self.fn(model)
         total = count = 0.0
         for _, batch in eval_batches(self.examples, self.batch_size):

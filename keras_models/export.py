@@ -13,13 +13,20 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-# The wrapped models' classes must be registered before a saved export is loaded.
-import keras_models.classifier  # noqa: F401
-import keras_models.language_model  # noqa: F401
-import keras_models.seq2seq  # noqa: F401
-import keras_models.tagger  # noqa: F401
+import keras_models.models.classifier
+import keras_models.models.language_model
+import keras_models.models.seq2seq
+import keras_models.models.tagger
 from preprocessing.tokenizers import Tokenizer
 from preprocessing.vocab import EOS_ID, PAD, RESERVED_TOKENS, UNK
+
+# The wrapped models' classes must be registered before a saved export is loaded.
+_WRAPPED_MODEL_MODULES = (
+    keras_models.models.classifier,
+    keras_models.models.language_model,
+    keras_models.models.seq2seq,
+    keras_models.models.tagger,
+)
 
 
 @keras.saving.register_keras_serializable(package="rnnflow")
@@ -174,7 +181,7 @@ class SequenceTaggerExport(_Wrapper):
 
     Args:
         text_to_ids: a :class:`TextToIds` layer with ``append_eos=False``.
-        tagger: a trained ``keras_models.tagger.RNNTagger``.
+        tagger: a trained ``keras_models.models.tagger.RNNTagger``.
         tag_names: tag strings in id order.
         char_vocabulary: the character vocabulary (reserved tokens first) when the tagger reads
             characters, else ``None``.
@@ -236,7 +243,7 @@ class TextClassifierExport(_Wrapper):
 
     Args:
         text_to_ids: a :class:`TextToIds` layer with ``append_eos=False``.
-        classifier: a trained ``keras_models.classifier.RNNClassifier``.
+        classifier: a trained ``keras_models.models.classifier.RNNClassifier``.
         label_names: class names in id order.
         **kwargs: passed to ``keras.Model``.
 
@@ -273,7 +280,7 @@ class Seq2SeqExport(_Wrapper):
 
     Args:
         text_to_ids: a :class:`TextToIds` over the source vocabulary, ``append_eos=False``.
-        seq2seq: a trained ``keras_models.seq2seq.Seq2SeqModel``.
+        seq2seq: a trained ``keras_models.models.seq2seq.Seq2SeqModel``.
         target_vocab: target tokens in id order (reserved first).
         beam_size: 1 = greedy search.
         max_length: the longest output in tokens.

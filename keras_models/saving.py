@@ -8,7 +8,9 @@ weights. Keras rebuilds every object the config names; rnnflow lets it build onl
 - rnnflow's own layers and models: the classes registered with
   ``register_keras_serializable(package="rnnflow")`` by the modules of this installed package
   (:data:`RNNFLOW_MODULES`), found by importing them here: the allow-list
-  (:func:`rnnflow_objects`).
+  (:func:`rnnflow_objects`). Such an object may name any module of rnnflow's own packages
+  (``keras_models``, ``preprocessing``, ``pipelines``), so that a model saved before a class moved
+  between rnnflow's modules still loads; Keras finds it by its registered name.
 
 Anything else in the config — a class registered by another package, a module name outside Keras
 and rnnflow, a registered name that is not rnnflow's — is refused *before* Keras reads the file, with
@@ -26,6 +28,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import zipfile
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -35,18 +38,23 @@ import keras
 PACKAGE = "rnnflow"
 # The modules that define rnnflow's serializable Keras objects (imported, never taken from a file).
 RNNFLOW_MODULES = (
-    "keras_models.cells",
-    "keras_models.recurrent",
-    "keras_models.attention",
-    "keras_models.crf",
-    "keras_models.pooling",
-    "keras_models.language_model",
-    "keras_models.tagger",
-    "keras_models.classifier",
-    "keras_models.seq2seq",
+    "keras_models.layers.cells",
+    "keras_models.layers.recurrent",
+    "keras_models.layers.attention",
+    "keras_models.layers.crf",
+    "keras_models.layers.pooling",
+    "keras_models.models.language_model",
+    "keras_models.models.tagger",
+    "keras_models.models.classifier",
+    "keras_models.models.seq2seq",
     "keras_models.export",
 )
 _OWN_PACKAGES = ("keras_models", "preprocessing", "pipelines")
+# A module name inside rnnflow's own packages: what a config may say an rnnflow class comes from.
+# Classes move between rnnflow's modules (``keras_models.tagger`` became
+# ``keras_models.models.tagger``); Keras finds an rnnflow class by its registered name, never by
+# this module, which is only checked, not imported.
+_OWN_MODULE = re.compile(rf"(?:{'|'.join(_OWN_PACKAGES)})(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 # Plain values Keras serializes as objects (tensors, arrays, bytes, slices): data, not code.
 _VALUE_CLASSES = {"__keras_tensor__", "__tensor__", "__numpy__", "__bytes__", "__ellipsis__", "__slice__",
                   "__typespec__"}
@@ -115,10 +123,13 @@ def check_config(config: Mapping[str, Any], source: str, allowed: Mapping[str, t
         own = registered in allowed or class_name in allowed  # functions keep "package>name" in class_name
         if own:
             cls = allowed.get(registered) or allowed.get(class_name)
-            if module not in (None, cls.__module__):
+            # Any module of rnnflow's own packages (an earlier rnnflow may have defined the class
+            # elsewhere), never a module outside them.
+            if module is not None and not _OWN_MODULE.fullmatch(module):
                 raise UnsafeModelError(
                     f"{source}: {_describe(obj)} does not match rnnflow's {registered or class_name} "
-                    f"(defined in {cls.__module__}); refusing to load"
+                    f"(defined in {cls.__module__}; a saved rnnflow class names a module of "
+                    f"{', '.join(_OWN_PACKAGES)}); refusing to load"
                 )
             continue
         builtin = module is not None and (module == "keras" or module.startswith("keras.") or module == "builtins")

@@ -7,29 +7,36 @@ so one replica and several give the same update), and applied. It handles SGD / 
 per-epoch decay and reduce-on-plateau, early stopping, mixed precision, checkpoints every N steps
 and resume, and reports the global gradient norm per step.
 
-What differs between models lives in a *task* (:class:`LanguageModelTask` here): how a batch turns
-into a summed loss, a target count and, for truncated BPTT, the recurrent state carried to the next
-batch. The carried state is a per-replica value that the loop passes from one step to the next
-(Keras' ``stateful=True`` does not work under ``tf.distribute``); it is gathered into the checkpoint
-so that a resumed run continues exactly where the killed one stopped.
+What differs between models lives in a *task* (:class:`LanguageModelTask`, :class:`TaggingTask`,
+:class:`ClassificationTask`, :class:`Seq2SeqTask`): which part of a batch is the target and, for
+truncated BPTT, the recurrent state carried to the next batch. The summed loss and the target count
+come from the model itself: every rnnflow model has the same ``loss_sum(inputs, targets,
+training=None) -> (loss_sum, count)``. The carried state is a per-replica value that the loop
+passes from one step to the next (Keras' ``stateful=True`` does not work under ``tf.distribute``);
+it is gathered into the checkpoint so that a resumed run continues exactly where the killed one
+stopped.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, ClassVar, Protocol
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_models.inputs import model_inputs
 from keras_models.strategies import is_chief, task_info
 from preprocessing.input_fns import BPTTLayout, Examples, bptt_dataset_fn, example_dataset_fn
+
+log = logging.getLogger(__name__)
 
 
 class TrainingSettings(Protocol):
@@ -77,10 +84,9 @@ class LanguageModelTask:
         return model.initial_state(batch_size)
 
     def loss_and_state(self, model, batch, state, training):
-        logits, new_state = model.forward(batch["ids"], state, training=training)
-        xent = keras.losses.sparse_categorical_crossentropy(batch["targets"], logits, from_logits=True)
-        loss_sum = tf.reduce_sum(xent)
-        count = tf.cast(tf.size(batch["targets"]), tf.float32)
+        loss_sum, count, new_state = model.loss_sum(
+            batch["ids"], batch["targets"], training=training, states=state, return_state=True
+        )
         if self.carry_state:
             new_state = tf.nest.map_structure(tf.stop_gradient, new_state)
         else:
@@ -112,52 +118,44 @@ class LanguageModelData:
         )
 
 
-# ------------------------------------------------------------------- tagging and classification
-def model_inputs(batch: dict):
-    """The model input of a batch: ``ids``, ``{"ids", "chars"}`` (tagging with characters) or
-    ``{"source_ids", "target_in"}`` (seq2seq, whose ``target_out`` is the target)."""
-    if "source_ids" in batch:
-        return {"source_ids": batch["source_ids"], "target_in": batch["target_in"]}
-    return {"ids": batch["ids"], "chars": batch["chars"]} if "chars" in batch else batch["ids"]
-
-
+# ------------------------------------------------------------------- tagging, classification, seq2seq
 class _StatelessTask:
-    """A task whose batches are independent: no recurrent state is carried between them."""
+    """A task whose batches are independent: no recurrent state is carried between them.
 
+    The loss is the model's ``loss_sum(model_inputs(batch), batch[target], training)``.
+    """
+
+    target: ClassVar[str]
     reports_perplexity = False
 
     def initial_state(self, model, batch_size):
         return ()
+
+    def loss_and_state(self, model, batch, state, training):
+        loss_sum, count = model.loss_sum(model_inputs(batch), batch[self.target], training=training)
+        return loss_sum, count, ()
 
 
 @dataclass
 class TaggingTask(_StatelessTask):
     """Per-token cross-entropy (or the CRF's negative log-likelihood) over real tokens; no carried state."""
 
-    def loss_and_state(self, model, batch, state, training):
-        loss_sum, count = model.loss_sum(model_inputs(batch), batch["tags"], training=training)
-        return loss_sum, count, ()
+    target: ClassVar[str] = "tags"
 
 
 @dataclass
 class ClassificationTask(_StatelessTask):
     """Cross-entropy of one label per sequence; no carried state."""
 
-    def loss_and_state(self, model, batch, state, training):
-        logits = model(batch["ids"], training=training)
-        xent = keras.losses.sparse_categorical_crossentropy(batch["label"], logits, from_logits=True)
-        return tf.reduce_sum(tf.cast(xent, tf.float32)), tf.cast(tf.shape(batch["label"])[0], tf.float32), ()
+    target: ClassVar[str] = "label"
 
 
 @dataclass
 class Seq2SeqTask(_StatelessTask):
     """Teacher-forced target cross-entropy over the real target tokens (``<eos>`` included); no carried state."""
 
+    target: ClassVar[str] = "target_out"
     reports_perplexity = True
-
-    def loss_and_state(self, model, batch, state, training):
-        loss_sum, count = model.loss_sum(model_inputs(batch), batch["target_out"], training=training)
-        return loss_sum, count, ()
 
 
 @dataclass
@@ -187,48 +185,6 @@ class ExampleData:
     def dataset_fn(self, epoch, skip_steps):
         return example_dataset_fn(self.examples, self.batch_size, seed=self.seed + epoch, skip_batches=skip_steps,
                                   max_length=self.max_length, max_chars=self.max_chars)
-
-
-class StreamEvaluator:
-    """Loss, perplexity and bits per token over the *whole* stream of a BPTT layout, state carried throughout.
-
-    Every window is scored, the last one possibly shorter, so the figure covers every target of the
-    layout (``layout.num_targets``) and is comparable with published stream perplexities. The
-    compiled window function is kept between calls (one per model), so per-epoch validation does not
-    recompile.
-    """
-
-    def __init__(self, layout, jit_compile: bool = True):
-        self.layout = layout
-        self.jit_compile = jit_compile
-        self._fns: dict[int, Callable] = {}
-
-    def _fn(self, model):
-        if id(model) not in self._fns:
-
-            def window(ids, targets, state):
-                logits, state = model.forward(ids, state, training=False)
-                xent = keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True)
-                return tf.reduce_sum(tf.cast(xent, tf.float64)), state
-
-            self._fns[id(model)] = tf.function(window, jit_compile=self.jit_compile, reduce_retracing=True)
-        return self._fns[id(model)]
-
-    def __call__(self, model) -> dict[str, float]:
-        fn = self._fn(model)
-        state = model.initial_state(self.layout.num_streams)
-        total, count = 0.0, 0
-        for ids, targets in self.layout.windows(drop_remainder=False):
-            loss_sum, state = fn(tf.constant(ids), tf.constant(targets), state)
-            total += float(loss_sum)
-            count += targets.size
-        loss = total / max(count, 1)
-        return {
-            "loss": loss,
-            "perplexity": float(math.exp(min(loss, 700.0))),
-            "bits_per_token": loss / math.log(2),
-            "tokens": count,
-        }
 
 
 # ------------------------------------------------------------------------------------ the trainer
@@ -467,9 +423,9 @@ class Trainer:
         stopped_early = bool(history.get("stopped_early", False))
         steps_per_epoch = self.data.steps_per_epoch
         if resumed is not None and self.verbose and self.is_chief:
-            print(
-                f"resuming from checkpoint at step {resumed} (epoch {int(self.counters.epoch.numpy()) + 1}, "
-                f"step {int(self.counters.step_in_epoch.numpy())} of {steps_per_epoch})"
+            log.info(
+                "resuming from checkpoint at step %d (epoch %d, step %d of %d)", resumed,
+                int(self.counters.epoch.numpy()) + 1, int(self.counters.step_in_epoch.numpy()), steps_per_epoch,
             )
         state = self._distribute_state(tf.nest.map_structure(tf.convert_to_tensor, self._state_vars)) if resumed is not None else None
 
@@ -545,7 +501,7 @@ class Trainer:
             if self.on_epoch and self.is_chief:
                 self.on_epoch(epoch + 1, metrics)
             if self.verbose and self.is_chief:
-                print(" - ".join(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}" for k, v in metrics.items()))
+                log.info(" - ".join(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}" for k, v in metrics.items()))
             self.counters.epoch.assign_add(1)
             self.counters.step_in_epoch.assign(0)
             state = None

@@ -170,7 +170,7 @@ def _evaluate(args) -> int:
         from preprocessing.vocab import Vocabulary
 
         check_compatible(manifest, task="seq2seq", vocabulary=model.text_to_ids.vocabulary)
-        if Vocabulary.load(os.path.join(data_dir, manifest["target_vocab"]["path"])).tokens != model.target_vocab:
+        if Vocabulary.load(manifest.file("target_vocab")).tokens != model.target_vocab:
             raise DataError("the data's target vocabulary differs from the model's; evaluate on data prepared "
                             "with the model's config")
         evaluator = make_evaluator(config, load_examples(data_dir, args.split), model.target_vocab,
@@ -184,14 +184,14 @@ def _evaluate(args) -> int:
         check_compatible(manifest, task="tagging" if tagger else "classification",
                          vocabulary=model.text_to_ids.vocabulary)
         names = model.tag_names if tagger else model.label_names
-        if LabelSet.load(os.path.join(data_dir, manifest["labels"]["path"])).labels != names:
+        if LabelSet.load(manifest.file("labels")).labels != names:
             raise DataError("the data's tag/label set differs from the model's; evaluate on data prepared "
                             "with the model's config")
         examples = load_examples(data_dir, args.split, with_chars=tagger and bool(model.char_vocabulary))
         evaluator = make_evaluator(config, examples, names, max_chars=model.max_chars if tagger else None)
         scores = evaluator(model.tagger if tagger else model.classifier)
     else:
-        from keras_models.training import StreamEvaluator
+        from keras_models.evaluation import StreamEvaluator
         from preprocessing.input_fns import bptt_layout, lm_token_stream
 
         check_compatible(manifest, task="lm", vocabulary=model.vocabulary)

@@ -128,7 +128,7 @@ def output_key(config: RunConfig) -> str:
 
 
 def build_language_model(config: RunConfig, vocab_size: int):
-    from keras_models.language_model import RNNLanguageModel
+    from keras_models.models.language_model import RNNLanguageModel
 
     m = config.model
     model = RNNLanguageModel(
@@ -141,9 +141,10 @@ def build_language_model(config: RunConfig, vocab_size: int):
 
 
 def _detokenize(tokens: list[str], level: str) -> str:
-    if level == "char":
-        return "".join("\n" if t == "<eos>" else t for t in tokens)
-    return " ".join(tokens)
+    """Generated tokens as text; at character level ``<eos>`` (the end of a line) becomes a newline."""
+    from preprocessing.tokenizers import detokenize
+
+    return detokenize(["\n" if level == "char" and t == "<eos>" else t for t in tokens], level)
 
 
 def generate_text(scorer, prompt: str, *, max_tokens: int, temperature: float, top_k: int | None,
@@ -185,29 +186,30 @@ def train_language_model(config: RunConfig, data_dir: Path, *, strategy, tracker
     import tensorflow as tf
 
     from keras_models.export import LanguageModelScorer, TextToIds
-    from keras_models.training import LanguageModelData, LanguageModelTask, StreamEvaluator
+    from keras_models.evaluation import StreamEvaluator
+    from keras_models.training import LanguageModelData, LanguageModelTask
     from pipelines import plots
     from preprocessing.input_fns import bptt_layout, lm_token_stream
-    from preprocessing.manifest import check_compatible, load_manifest, vocab_path
+    from preprocessing.manifest import check_compatible, load_manifest
     from preprocessing.vocab import Vocabulary
 
     t = config.training
     manifest = load_manifest(data_dir)
-    vocab = Vocabulary.load(vocab_path(data_dir, manifest))
+    vocab = Vocabulary.load(manifest.file("vocab"))
     check_compatible(manifest, task="lm", vocabulary=vocab.tokens)
     tracker.log_artifact(data_dir / "manifest.json", "data")
-    tracker.log_artifact(vocab_path(data_dir, manifest), "data/vocab")
+    tracker.log_artifact(manifest.file("vocab"), "data/vocab")
 
     log.info("reading the token streams from %s", data_dir)
     streams = {split: lm_token_stream(data_dir, split) for split in ("train", "valid", "test")}
     train_layout = bptt_layout(streams["train"], t.batch_size, t.bptt)
     eval_layouts = {s: bptt_layout(streams[s], t.eval_batch_size, t.bptt) for s in ("valid", "test")}
-    tracker.log_params({"data.fingerprint": manifest["fingerprint"], "data.train_tokens": len(streams["train"]),
+    tracker.log_params({"data.fingerprint": manifest.fingerprint, "data.train_tokens": len(streams["train"]),
                         "data.vocab_size": len(vocab), "run.key": work.key,
                         "run.replicas": strategy.num_replicas_in_sync})
 
     keras.utils.set_random_seed(t.seed)
-    level = manifest["tokenizer"]["level"]
+    level = manifest.tokenizer["level"]
     val_eval = StreamEvaluator(eval_layouts["valid"], jit_compile=t.jit_compile)
     trainer = _trainer(
         config, strategy, tracker, work,
@@ -235,7 +237,7 @@ def train_language_model(config: RunConfig, data_dir: Path, *, strategy, tracker
                          model_path="", resumed_from_step=result.resumed_from_step)
 
     # export: raw strings in, tokenization inside the graph
-    scorer = LanguageModelScorer(TextToIds(manifest["tokenizer"], vocab.tokens), model)
+    scorer = LanguageModelScorer(TextToIds(manifest.tokenizer, vocab.tokens), model)
     model_dir = work.out / "model"
     model_dir.mkdir(parents=True, exist_ok=True)
     model_path = model_dir / "scorer.keras"
@@ -406,13 +408,13 @@ def build_sequence_model(config: RunConfig, vocab_size: int, num_labels: int, ch
                   hidden_dim=m.hidden_dim, dropout=m.dropout, recurrent_dropout=m.recurrent_dropout,
                   activation=m.activation, seed=config.training.seed)
     if m.type == "tagger":
-        from keras_models.tagger import RNNTagger
+        from keras_models.models.tagger import RNNTagger
 
         model = RNNTagger(num_tags=num_labels, char_vocab_size=char_vocab_size, char_embedding_dim=m.char_embedding_dim,
                           char_hidden_dim=m.char_hidden_dim, use_crf=m.use_crf, **common)
         model.build({"ids": (None, None), "chars": (None, None, None)} if char_vocab_size else (None, None))
     elif m.type == "classifier":
-        from keras_models.classifier import RNNClassifier
+        from keras_models.models.classifier import RNNClassifier
 
         model = RNNClassifier(num_classes=num_labels, bidirectional=m.bidirectional, pooling=m.pooling,
                               mlp_dims=list(m.mlp_dims), **common)
@@ -424,11 +426,12 @@ def build_sequence_model(config: RunConfig, vocab_size: int, num_labels: int, ch
 
 def _sample_text(vocab, examples, level: str) -> str:
     """The first test example without unknown tokens (else the first, unknowns left out), as text."""
+    from preprocessing.tokenizers import detokenize
     from preprocessing.vocab import UNK_ID
 
     ids = next((x for x in examples.ids[:200] if UNK_ID not in x), examples.ids[0])
     tokens = vocab.decode(int(i) for i in ids if i != UNK_ID)
-    return "".join(tokens) if level == "char" else " ".join(tokens)
+    return detokenize(tokens, level)
 
 
 def train_sequence_model(config: RunConfig, data_dir: Path, *, strategy, tracker, work: "RunPaths",
@@ -440,23 +443,23 @@ def train_sequence_model(config: RunConfig, data_dir: Path, *, strategy, tracker
     from keras_models.export import SequenceTaggerExport, TextClassifierExport, TextToIds
     from keras_models.training import ClassificationTask, ExampleData, TaggingTask
     from pipelines import plots
-    from preprocessing.manifest import check_compatible, load_manifest, vocab_path
+    from preprocessing.manifest import check_compatible, load_manifest
     from preprocessing.vocab import LabelSet, Vocabulary
 
     t, m, task = config.training, config.model, config.data.task
     manifest = load_manifest(data_dir)
-    vocab = Vocabulary.load(vocab_path(data_dir, manifest))
+    vocab = Vocabulary.load(manifest.file("vocab"))
     check_compatible(manifest, task=task, vocabulary=vocab.tokens)
-    labels = LabelSet.load(data_dir / manifest["labels"]["path"])
-    with_chars = task == "tagging" and "chars" in manifest
-    char_vocab = Vocabulary.load(data_dir / manifest["chars"]["path"]) if with_chars else None
+    labels = LabelSet.load(manifest.file("labels"))
+    with_chars = task == "tagging" and manifest.has_file("chars")
+    char_vocab = Vocabulary.load(manifest.file("chars")) if with_chars else None
     for key in ("vocab", "labels", "chars"):
-        if key in manifest:
-            tracker.log_artifact(data_dir / manifest[key]["path"], "data/vocab")
+        if manifest.has_file(key):
+            tracker.log_artifact(manifest.file(key), "data/vocab")
     tracker.log_artifact(data_dir / "manifest.json", "data")
 
     examples = _load_splits(data_dir, with_chars)
-    tracker.log_params({"data.fingerprint": manifest["fingerprint"], "data.train_examples": len(examples["train"]),
+    tracker.log_params({"data.fingerprint": manifest.fingerprint, "data.train_examples": len(examples["train"]),
                         "data.vocab_size": len(vocab), "data.num_labels": len(labels), "run.key": work.key,
                         "run.replicas": strategy.num_replicas_in_sync})
 
@@ -488,13 +491,13 @@ def train_sequence_model(config: RunConfig, data_dir: Path, *, strategy, tracker
         return RunResult(run_key=work.key, output_key=work.output_key, data_dir=str(data_dir), mlflow_run_id=None, metrics=metrics, sample="",
                          model_path="", resumed_from_step=result.resumed_from_step)
 
-    text_to_ids = TextToIds(manifest["tokenizer"], vocab.tokens, append_eos=False)
+    text_to_ids = TextToIds(manifest.tokenizer, vocab.tokens, append_eos=False)
     if task == "tagging":
         export = SequenceTaggerExport(text_to_ids, model, labels.labels, char_vocab.tokens if char_vocab else None,
                                       m.max_chars_per_token)
     else:
         export = TextClassifierExport(text_to_ids, model, labels.labels)
-    level = manifest["tokenizer"]["level"]
+    level = manifest.tokenizer["level"]
     sample_text = _sample_text(vocab, examples["test"], level)
     outputs = export(tf.constant([sample_text]))
     if task == "tagging":
@@ -533,7 +536,7 @@ def train_sequence_model(config: RunConfig, data_dir: Path, *, strategy, tracker
 
 
 def build_seq2seq_model(config: RunConfig, source_vocab_size: int, target_vocab_size: int):
-    from keras_models.seq2seq import Seq2SeqModel
+    from keras_models.models.seq2seq import Seq2SeqModel
 
     m = config.model
     model = Seq2SeqModel(
@@ -573,23 +576,24 @@ def train_seq2seq_model(config: RunConfig, data_dir: Path, *, strategy, tracker,
 
     from keras_models.export import Seq2SeqExport, TextToIds
     from keras_models.training import ExampleData, Seq2SeqTask
-    from preprocessing.manifest import check_compatible, load_manifest, vocab_path
+    from preprocessing.manifest import check_compatible, load_manifest
+    from preprocessing.tokenizers import detokenize
     from preprocessing.vocab import Vocabulary
 
     t, d = config.training, config.decode
     manifest = load_manifest(data_dir)
-    source_vocab = Vocabulary.load(vocab_path(data_dir, manifest))
-    target_vocab = Vocabulary.load(data_dir / manifest["target_vocab"]["path"])
+    source_vocab = Vocabulary.load(manifest.file("vocab"))
+    target_vocab = Vocabulary.load(manifest.file("target_vocab"))
     check_compatible(manifest, task="seq2seq", vocabulary=source_vocab.tokens)
     for key in ("vocab", "target_vocab"):
-        tracker.log_artifact(data_dir / manifest[key]["path"], "data/vocab")
+        tracker.log_artifact(manifest.file(key), "data/vocab")
     tracker.log_artifact(data_dir / "manifest.json", "data")
     examples = _load_splits(data_dir)
-    tracker.log_params({"data.fingerprint": manifest["fingerprint"], "data.train_examples": len(examples["train"]),
+    tracker.log_params({"data.fingerprint": manifest.fingerprint, "data.train_examples": len(examples["train"]),
                         "data.source_vocab_size": len(source_vocab), "data.target_vocab_size": len(target_vocab),
                         "run.key": work.key, "run.replicas": strategy.num_replicas_in_sync})
     keras.utils.set_random_seed(t.seed)
-    target_level = manifest["target_tokenizer"]["level"]
+    target_level = manifest.target_tokenizer["level"]
 
     def evaluator(split, beam_size):
         return make_evaluator(config, examples[split], target_vocab.tokens, target_level=target_level,
@@ -635,10 +639,9 @@ def train_seq2seq_model(config: RunConfig, data_dir: Path, *, strategy, tracker,
         return RunResult(run_key=work.key, output_key=work.output_key, data_dir=str(data_dir), mlflow_run_id=None, metrics=metrics, sample="",
                          model_path="", resumed_from_step=result.resumed_from_step)
 
-    export = Seq2SeqExport(TextToIds(manifest["tokenizer"], source_vocab.tokens, append_eos=False), model,
+    export = Seq2SeqExport(TextToIds(manifest.tokenizer, source_vocab.tokens, append_eos=False), model,
                            target_vocab.tokens, d.beam_size, d.max_length, d.length_penalty, target_level)
-    joiner = "" if manifest["tokenizer"]["level"] == "char" else " "
-    sample_text = joiner.join(source_vocab.decode(val_greedy.sources[0]))
+    sample_text = detokenize(source_vocab.decode(val_greedy.sources[0]), manifest.tokenizer["level"])
     sample = f"{sample_text} -> {export(tf.constant([sample_text]))['output'][0].numpy().decode()}"
     log.info("sample: %s", sample)
     tracker.log_text(sample, "samples/sample.txt")
@@ -699,7 +702,7 @@ def execute(config: RunConfig, *, beam_args: list[str] | None = None, register: 
     with RunLock(work_dir, lock_name):
         data_dir = prepare(config.data, beam_args=beam_args)
         manifest = load_manifest(data_dir)
-        train_dir = work_dir / run_key(config, manifest["fingerprint"])
+        train_dir = work_dir / run_key(config, manifest.fingerprint)
         okey = output_key(config)
         train_dir.mkdir(parents=True, exist_ok=True)
         state_path = train_dir / "state.json"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from typing import Any, Sequence
 
 import tensorflow as tf
@@ -34,7 +35,72 @@ def manifest_fingerprint(manifest: dict[str, Any]) -> str:
 REQUIRED_KEYS = ("task", "dataset", "sources", "tokenizer", "vocab", "splits", "rejected", "config", "fingerprint")
 
 
-def load_manifest(data_dir: str | os.PathLike) -> dict[str, Any]:
+# The files a manifest may record (``{"path", "size", "sha256"}``), relative to its directory.
+FILE_KEYS = ("vocab", "labels", "chars", "target_vocab")
+
+
+class Manifest(Mapping[str, Any]):
+    """A loaded ``manifest.json``: the JSON object (read-only mapping) plus typed accessors, and the
+    directory it describes.
+
+    Example:
+        >>> m = load_manifest("data/prepared/ptb-0123456789ab")
+        >>> m.task, m.tokenizer["level"], m.file("vocab")
+        ('lm', 'word', 'data/prepared/ptb-0123456789ab/vocab/tokens.txt')
+    """
+
+    def __init__(self, data: dict[str, Any], directory: str | os.PathLike):
+        self._data = data
+        self.directory = os.fspath(directory)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self):
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.directory, MANIFEST_NAME)
+
+    @property
+    def task(self) -> str:
+        return self._data["task"]
+
+    @property
+    def fingerprint(self) -> str:
+        return self._data["fingerprint"]
+
+    @property
+    def tokenizer(self) -> dict[str, Any]:
+        """The (source) tokenizer config, as ``TokenizerConfig.to_dict()``."""
+        return self._data["tokenizer"]
+
+    @property
+    def target_tokenizer(self) -> dict[str, Any] | None:
+        """seq2seq: the target side's tokenizer config; ``None`` otherwise."""
+        return self._data.get("target_tokenizer")
+
+    @property
+    def splits(self) -> dict[str, dict[str, Any]]:
+        return self._data["splits"]
+
+    def has_file(self, key: str) -> bool:
+        """Whether the data has the file ``key`` (one of :data:`FILE_KEYS`, e.g. ``"chars"``)."""
+        return isinstance(self._data.get(key), dict) and "path" in self._data[key]
+
+    def file(self, key: str) -> str:
+        """The path of the recorded file ``key`` (``"vocab"``, ``"labels"``, ``"chars"``, ``"target_vocab"``)."""
+        if not self.has_file(key):
+            have = ", ".join(k for k in FILE_KEYS if self.has_file(k)) or "none"
+            raise DataError(f"{self.path}: the data has no {key!r} file (it has: {have})")
+        return os.path.join(self.directory, self._data[key]["path"])
+
+
+def load_manifest(data_dir: str | os.PathLike) -> Manifest:
     """Reads and checks ``<data_dir>/manifest.json``.
 
     Raises:
@@ -59,7 +125,7 @@ def load_manifest(data_dir: str | os.PathLike) -> dict[str, Any]:
         raise DataError(f"{path}: corrupt manifest, missing key(s) {missing}")
     if manifest_fingerprint(manifest) != manifest["fingerprint"]:
         raise DataError(f"{path}: manifest content does not match its fingerprint (edited or damaged)")
-    return manifest
+    return Manifest(manifest, data_dir)
 
 
 def rebuild_hint(data_dir: str | os.PathLike) -> str:
@@ -157,7 +223,8 @@ def split_paths(data_dir: str | os.PathLike, manifest: dict[str, Any], split: st
     return [os.path.join(os.fspath(data_dir), p) for p in sorted(splits[split]["shards"])]
 
 
-def vocab_path(data_dir: str | os.PathLike, manifest: dict[str, Any]) -> str:
+def vocab_path(data_dir: str | os.PathLike, manifest: Mapping[str, Any]) -> str:
+    """The token vocabulary's path (``Manifest.file("vocab")`` for a loaded manifest)."""
     return os.path.join(os.fspath(data_dir), manifest["vocab"]["path"])
 
 

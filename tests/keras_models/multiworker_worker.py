@@ -18,7 +18,7 @@ strategy = make_strategy("multi_worker" if "TF_CONFIG" in os.environ else "defau
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from keras_models.language_model import RNNLanguageModel  # noqa: E402
+from keras_models.models.language_model import RNNLanguageModel  # noqa: E402
 from keras_models.training import LanguageModelData, LanguageModelTask, Trainer  # noqa: E402
 from pipelines.config import TrainingConfig  # noqa: E402
 from preprocessing.input_fns import bptt_layout  # noqa: E402

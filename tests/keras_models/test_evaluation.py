@@ -1,16 +1,40 @@
-"""Scoring taggers and classifiers: span P/R/F1, token loss / accuracy in corpus order, macro-F1 and confusion."""
+"""Scoring on a whole split: LM stream perplexity; for taggers and classifiers span P/R/F1, token loss /
+accuracy in corpus order, macro-F1 and confusion."""
+
+import math
 
 import keras
 import numpy as np
 import pytest
 from keras import ops
 
-from keras_models.evaluation import ClassificationEvaluator, TaggingEvaluator, span_scores
-from keras_models.tagger import RNNTagger
-from preprocessing.input_fns import Examples
+from keras_models.evaluation import ClassificationEvaluator, StreamEvaluator, TaggingEvaluator, span_scores
+from keras_models.models.language_model import RNNLanguageModel
+from keras_models.models.tagger import RNNTagger
+from preprocessing.input_fns import Examples, bptt_layout
 
 VOCAB, CHAR_VOCAB, MAX_CHARS = 12, 9, 4
 TAG_NAMES = ["B-X", "I-X", "O"]
+
+
+# ---------------------------------------------------------------------------------- StreamEvaluator
+def test_stream_evaluator_scores_every_target_with_carried_state():
+    keras.utils.set_random_seed(3)
+    model = RNNLanguageModel(11, cell="lstm", num_layers=1, embedding_dim=4, hidden_dim=4, seed=3)
+    model.build((None, None))
+    # A learnable stream: mostly a repeating pattern with some noise.
+    rng = np.random.default_rng(0)
+    base = np.tile(np.arange(4, 11), 203 // 7 + 1)[:203]
+    noise = rng.integers(4, 11, 203)
+    stream = np.where(rng.random(203) < 0.2, noise, base).astype(np.int32)
+    layout = bptt_layout(stream, 2, 7)
+    scores = StreamEvaluator(layout, jit_compile=False)(model)
+    assert scores["tokens"] == layout.num_targets == 2 * (101 - 1)
+    # Reference: the whole row in one call (state carried implicitly) gives the same loss.
+    logits, _ = model.forward(layout.inputs)
+    xent = keras.losses.sparse_categorical_crossentropy(layout.targets, logits, from_logits=True)
+    assert scores["loss"] == pytest.approx(float(np.mean(xent)), rel=1e-5)
+    assert scores["perplexity"] == pytest.approx(math.exp(scores["loss"]))
 
 
 # ------------------------------------------------------------------------------------ span_scores

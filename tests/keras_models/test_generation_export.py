@@ -8,7 +8,7 @@ import tensorflow as tf
 from keras_models.diagnostics import gradient_flow
 from keras_models.export import LanguageModelScorer, TextToIds
 from keras_models.generation import Generator, filter_logits, sample_next
-from keras_models.language_model import RNNLanguageModel
+from keras_models.models.language_model import RNNLanguageModel
 from preprocessing.tokenizers import Tokenizer, TokenizerConfig
 from preprocessing.vocab import EOS_ID, Vocabulary
 

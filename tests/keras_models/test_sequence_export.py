@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_models.classifier import RNNClassifier
+from keras_models.models.classifier import RNNClassifier
 from keras_models.export import SequenceTaggerExport, TextClassifierExport, TextToIds
-from keras_models.tagger import RNNTagger
+from keras_models.models.tagger import RNNTagger
 from preprocessing.tokenizers import Tokenizer, TokenizerConfig
 from preprocessing.vocab import UNK_ID, Vocabulary
 

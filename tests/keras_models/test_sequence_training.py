@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_models.classifier import RNNClassifier
-from keras_models.tagger import RNNTagger
-from keras_models.seq2seq import Seq2SeqModel
+from keras_models.models.classifier import RNNClassifier
+from keras_models.models.tagger import RNNTagger
+from keras_models.models.seq2seq import Seq2SeqModel
 from keras_models.training import ClassificationTask, ExampleData, Seq2SeqTask, TaggingTask, Trainer
 from pipelines.config import TrainingConfig
 from preprocessing.input_fns import Examples

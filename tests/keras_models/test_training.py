@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_models.language_model import RNNLanguageModel
-from keras_models.training import LanguageModelData, LanguageModelTask, StreamEvaluator, Trainer
+from keras_models.models.language_model import RNNLanguageModel
+from keras_models.training import LanguageModelData, LanguageModelTask, Trainer
 from pipelines.config import TrainingConfig
 from preprocessing.input_fns import bptt_layout
 
@@ -74,19 +74,6 @@ def test_training_lowers_the_loss_and_reports_gradient_norms():
     assert losses[-1] < losses[0] - 0.2
     assert len(steps) == result.global_step == 3 * trainer.data.steps_per_epoch
     assert all(m["grad_norm"] > 0 and math.isfinite(m["grad_norm"]) for m in steps)
-
-
-def test_stream_evaluator_scores_every_target_with_carried_state():
-    model = _builder()()
-    stream = _stream(203)
-    layout = bptt_layout(stream, 2, 7)
-    scores = StreamEvaluator(layout, jit_compile=False)(model)
-    assert scores["tokens"] == layout.num_targets == 2 * (101 - 1)
-    # Reference: the whole row in one call (state carried implicitly) gives the same loss.
-    logits, _ = model.forward(layout.inputs)
-    xent = keras.losses.sparse_categorical_crossentropy(layout.targets, logits, from_logits=True)
-    assert scores["loss"] == pytest.approx(float(np.mean(xent)), rel=1e-5)
-    assert scores["perplexity"] == pytest.approx(math.exp(scores["loss"]))
 
 
 def test_clipping_bounds_the_update():

@@ -18,7 +18,7 @@ import yaml
 
 from keras_models import saving
 from keras_models.export import LanguageModelScorer, TextToIds
-from keras_models.language_model import RNNLanguageModel
+from keras_models.models.language_model import RNNLanguageModel
 from pipelines import cli, tracking
 from preprocessing.tokenizers import TokenizerConfig
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_models.seq2seq import Seq2SeqModel
+from keras_models.models.seq2seq import Seq2SeqModel
 from preprocessing.vocab import BOS_ID, EOS_ID
 from requires import fit_loss_sum, saved_and_loaded
 

@@ -9,7 +9,7 @@ Three cells, interchangeable wherever a cell is taken:
   hidden state (Keras `GRUCell(reset_after=False)`), gate order z, r, h.
 
 Every cell splits its work in two so that a layer can hoist the input half
-out of the time loop (see `keras_models.recurrent.Recurrent`):
+out of the time loop (see `keras_models.layers.recurrent.Recurrent`):
 
 - `project_inputs(inputs)`: `[..., D] -> [..., gates * units]`, the input
   kernel and the bias, one matmul for all time steps;
@@ -36,7 +36,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-__all__ = ["SimpleRNNCell", "LSTMCell", "GRUCell", "get_cell"]
+__all__ = ["SimpleRNNCell", "LSTMCell", "GRUCell", "CELL_NAMES", "get_cell", "model_cell_arguments"]
 
 
 def _as_list(states):
@@ -446,6 +446,8 @@ class GRUCell(_CellBase):
 
 
 _CELLS = {"rnn": SimpleRNNCell, "lstm": LSTMCell, "gru": GRUCell}
+# The cell names a model (or a config) may choose from, from the registry above.
+CELL_NAMES = tuple(_CELLS)
 
 
 def get_cell(name_or_cell, units=None, **kwargs):
@@ -483,3 +485,40 @@ def get_cell(name_or_cell, units=None, **kwargs):
             raise ValueError(f"Cell arguments {sorted(kwargs)} given with a cell instance.")
         return name_or_cell
     raise TypeError(f"Expected a cell name or a cell instance, got {name_or_cell!r}.")
+
+
+def model_cell_arguments(cell, recurrent_dropout=0.0, activation="tanh"):
+    """The cell arguments of a model that names its cell: checks the name, applies the Elman special case.
+
+    Every model takes its cell by name (so that its config, and so the saved model, is plain data)
+    and passes the same two cell arguments to all of its cells; ``activation`` only means
+    something to the Elman cell and is left out for the others.
+
+    Args:
+        cell: ``"lstm"``, ``"gru"`` or ``"rnn"`` (any case).
+        recurrent_dropout: variational dropout rate on the recurrent state.
+        activation: the Elman cell's activation, ``"tanh"`` or ``"relu"`` (ignored by LSTM/GRU).
+
+    Returns:
+        the keyword arguments for ``get_cell(cell, units, ...)``.
+
+    Raises:
+        TypeError: ``cell`` is not a name (a cell instance cannot be saved in a model's config).
+        ValueError: ``cell`` is not one of :data:`CELL_NAMES`.
+
+    Example:
+
+    >>> model_cell_arguments("rnn", recurrent_dropout=0.1, activation="relu")
+    {'recurrent_dropout': 0.1, 'activation': 'relu'}
+    >>> model_cell_arguments("gru", activation="relu")
+    {'recurrent_dropout': 0.0}
+    """
+    if not isinstance(cell, str):
+        names = ", ".join(repr(name) for name in CELL_NAMES)
+        raise TypeError(f"cell must be one of {names} so that the model can be saved; got {cell!r}")
+    if cell.lower() not in _CELLS:
+        raise ValueError(f"Unknown cell {cell!r}; expected one of {sorted(_CELLS)}.")
+    kwargs = {"recurrent_dropout": recurrent_dropout}
+    if cell.lower() == "rnn":
+        kwargs["activation"] = activation
+    return kwargs

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from keras_models.classifier import RNNClassifier
+from keras_models.models.classifier import RNNClassifier
 from requires import saved_and_loaded
 
 VOCAB, CLASSES, T = 11, 3, 5

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_models.pooling import bidirectional_last, masked_pooling
+from keras_models.layers.pooling import bidirectional_last, masked_pooling
 
 B, T, D, U = 5, 6, 3, 2
 LENGTHS = np.array([6, 3, 1, 4, 0])  # full, partial, length 1, partial, all padding

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_models.crf import (
+from keras_models.layers.crf import (
     CRF,
     crf_log_likelihood,
     crf_log_norm,

@@ -15,7 +15,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from keras_models.cells import get_cell
+from keras_models.layers.cells import get_cell
 
 __all__ = ["Recurrent", "bidirectional_recurrent", "offset_seed"]
 
@@ -25,7 +25,7 @@ class Recurrent(keras.layers.Layer):
     """Runs a recurrent cell over the time axis, input projection hoisted.
 
     A drop-in for `keras.layers.RNN(cell)` with the cells of
-    `keras_models.cells` (anything with `state_size`, `output_size`,
+    `keras_models.layers.cells` (anything with `state_size`, `output_size`,
     `project_inputs`, `step`, `recurrent_weights` and `get_dropout_masks`).
     Outputs, states and masking follow Keras:
     a masked step keeps the previous states and outputs the previous output
@@ -38,7 +38,7 @@ class Recurrent(keras.layers.Layer):
     nothing needs resetting between batches.
 
     Args:
-        cell: A cell from `keras_models.cells` (built here if not built).
+        cell: A cell from `keras_models.layers.cells` (built here if not built).
         return_sequences: If True (default), return `[batch, time, units]`;
             otherwise only the last output `[batch, units]`.
         return_state: If True, return `(outputs, *final_states)` like
@@ -77,7 +77,7 @@ class Recurrent(keras.layers.Layer):
         for attr in needed:
             if not hasattr(cell, attr):
                 raise TypeError(
-                    f"Recurrent needs a cell with `{attr}` (see keras_models.cells); "
+                    f"Recurrent needs a cell with `{attr}` (see keras_models.layers.cells); "
                     f"got {cell!r}. Use keras.layers.RNN for other cells."
                 )
         super().__init__(**kwargs)

@@ -3,8 +3,8 @@
 The architecture of Luong, Pham & Manning (2015) over any of our cells, with a bidirectional encoder
 as in Bahdanau et al. (2015):
 
-- **Encoder**: source embeddings → stacked bidirectional recurrent layers
-  (:func:`keras_models.recurrent.bidirectional_recurrent`) → the memory ``[B, S, 2H]`` attended over
+- **Encoder**: source embeddings → stacked bidirectional recurrent layers (the shared backbone,
+  :class:`keras_models.models.backbone.RecurrentEncoder`) → the memory ``[B, S, 2H]`` attended over
   (zeros at padding). The last real forward output and the backward output at position 0 (the two
   directions' final hidden states) are concatenated ``[B, 2H]``.
 - **Bridge**: ``Dense(tanh)`` of that summary gives every decoder layer its initial state(s)
@@ -12,7 +12,7 @@ as in Bahdanau et al. (2015):
 - **Decoder**, one step per target token: the input ``[embedding(y_{t-1}); h̃_{t-1}]`` (input
   feeding: the previous attentional vector) runs through the stacked cells (``cell.step`` on
   ``cell.project_inputs`` of the step's input); the top output ``h_t`` is the query of the global
-  attention (:class:`keras_models.attention.Attention`) over the memory, masked at source padding,
+  attention (:class:`keras_models.layers.attention.Attention`) over the memory, masked at source padding,
   giving the context ``c_t``; ``h̃_t = tanh(W_c [c_t; h_t])`` and the logits are
   ``Dense(target_vocab_size)(h̃_t)``.
 
@@ -28,9 +28,10 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from keras_models.attention import Attention
-from keras_models.cells import get_cell
-from keras_models.recurrent import bidirectional_recurrent, offset_seed
+from keras_models.layers.attention import Attention
+from keras_models.layers.cells import get_cell, model_cell_arguments
+from keras_models.layers.recurrent import offset_seed
+from keras_models.models.backbone import RecurrentEncoder
 from preprocessing.vocab import BOS_ID, EOS_ID, PAD_ID
 
 __all__ = ["Seq2SeqModel", "BOS_ID", "EOS_ID", "PAD_ID"]
@@ -139,8 +140,7 @@ class Seq2SeqModel(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if not isinstance(cell, str):
-            raise TypeError("cell must be one of 'lstm', 'gru', 'rnn' so that the model can be saved")
+        cell_kwargs = model_cell_arguments(cell, recurrent_dropout, activation)
         if encoder_layers < 1 or decoder_layers < 1:
             raise ValueError(
                 "encoder_layers and decoder_layers must be at least 1, got "
@@ -177,23 +177,15 @@ class Seq2SeqModel(keras.Model):
         self.sampling_probability = float(sampling_probability)
         self.seed = seed
 
-        cell_kwargs = {"recurrent_dropout": recurrent_dropout}
-        if cell == "rnn":
-            cell_kwargs["activation"] = activation
-        # Encoder.
-        self.source_embedding = keras.layers.Embedding(
-            source_vocab_size, embedding_dim, name="source_embedding"
+        # Encoder: the shared backbone, its layers made in this order.
+        self.backbone = RecurrentEncoder(
+            source_vocab_size, embedding_dim, cell, hidden_dim, num_layers=encoder_layers, bidirectional=True,
+            dropout=self.dropout, recurrent_dropout=recurrent_dropout, activation=activation, seed=seed,
+            prefix="encoder_", embedding_name="source_embedding",
         )
-        self.encoder_dropouts = [
-            keras.layers.Dropout(self.dropout, seed=offset_seed(seed, 100 + i), name=f"encoder_dropout_{i}")
-            for i in range(encoder_layers)
-        ]
-        self.encoder_rnns = [
-            bidirectional_recurrent(
-                cell, hidden_dim, seed=offset_seed(seed, 2 * i), name=f"encoder_bi{cell}_{i}", **cell_kwargs
-            )
-            for i in range(encoder_layers)
-        ]
+        self.source_embedding = self.backbone.embedding
+        self.encoder_dropouts = self.backbone.dropouts
+        self.encoder_rnns = self.backbone.recurrent_layers
         # Decoder cells, and the bridge: one Dense for all their initial state tensors.
         self.decoder_cells = [
             get_cell(
@@ -238,11 +230,7 @@ class Seq2SeqModel(keras.Model):
     def build(self, input_shape=None):
         if self.built:
             return
-        self.source_embedding.build((None, None))
-        dim = self.embedding_dim
-        for layer in self.encoder_rnns:
-            layer.build((None, None, dim))
-            dim = 2 * self.hidden_dim
+        dim = self.backbone.build((None, None))
         self.bridge.build((None, dim))
         self.target_embedding.build((None,))
         units = self.decoder_units
@@ -272,11 +260,7 @@ class Seq2SeqModel(keras.Model):
         """
         source_ids = ops.convert_to_tensor(source_ids)
         mask = ops.not_equal(source_ids, PAD_ID)
-        x = self.source_embedding(source_ids)
-        for dropout, layer in zip(self.encoder_dropouts, self.encoder_rnns):
-            x = dropout(x, training=training)
-            x = layer(x, mask=mask, training=training)
-        memory = x
+        memory = self.backbone.encode(self.source_embedding(source_ids), mask, training=training)
         h = self.hidden_dim
         # The forward direction's final state is its output at the last real position (0 for
         # an empty source, whose memory is all zeros); the backward one is at position 0.

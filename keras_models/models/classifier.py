@@ -1,13 +1,12 @@
-"""The sequence classifier: embedding → stacked (Bi)RNN → masked pooling → MLP → class logits."""
+"""The sequence classifier: the recurrent encoder backbone → masked pooling → MLP → class logits."""
 
 from __future__ import annotations
 
 import keras
 from keras import ops
 
-from keras_models.cells import get_cell
-from keras_models.pooling import POOLING_MODES, bidirectional_last, masked_pooling
-from keras_models.recurrent import Recurrent, bidirectional_recurrent, offset_seed
+from keras_models.layers.pooling import POOLING_MODES, bidirectional_last, masked_pooling
+from keras_models.models.backbone import RecurrentEncoder
 
 __all__ = ["RNNClassifier"]
 
@@ -16,8 +15,8 @@ __all__ = ["RNNClassifier"]
 class RNNClassifier(keras.Model):
     """A recurrent text classifier (sentiment, topic, ...) over any of our cells.
 
-    Word embeddings run through stacked recurrent layers (bidirectional by default), whose output
-    sequence is pooled over the real tokens into one vector per text, then an MLP head (ReLU) and
+    Word embeddings run through stacked recurrent layers (bidirectional by default; the
+    :class:`RecurrentEncoder` backbone), whose output sequence is pooled over the real tokens into one vector per text, then an MLP head (ReLU) and
     a dense layer give the class logits. Dropout is applied to the embeddings, between recurrent
     layers, to the pooled vector and after every hidden MLP layer; ``recurrent_dropout`` adds
     variational dropout on the recurrent state.
@@ -25,7 +24,7 @@ class RNNClassifier(keras.Model):
     Pooling: ``"last"`` is the recurrent output at the last real token (for a bidirectional
     encoder, the forward output there concatenated with the backward output at the first token,
     where the backward direction has read the whole text; see
-    :func:`keras_models.pooling.bidirectional_last`), ``"mean"`` and ``"max"`` pool over the real
+    :func:`keras_models.layers.pooling.bidirectional_last`), ``"mean"`` and ``"max"`` pool over the real
     tokens. Token id 0 is padding and never changes a prediction: a padded batch gives every text
     the logits it gets alone.
 
@@ -77,12 +76,13 @@ class RNNClassifier(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if not isinstance(cell, str):
-            raise TypeError("cell must be one of 'lstm', 'gru', 'rnn' so that the model can be saved")
+        # Checks cell and num_layers; makes its layers when they are read below, in this order.
+        self.backbone = RecurrentEncoder(
+            vocab_size, embedding_dim, cell, hidden_dim, num_layers=num_layers, bidirectional=bidirectional,
+            dropout=dropout, recurrent_dropout=recurrent_dropout, activation=activation, seed=seed,
+        )
         if pooling not in POOLING_MODES:
             raise ValueError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}")
-        if num_layers < 1:
-            raise ValueError(f"num_layers must be at least 1, got {num_layers}")
         self.vocab_size = vocab_size
         self.num_classes = num_classes
         self.cell = cell
@@ -97,32 +97,12 @@ class RNNClassifier(keras.Model):
         self.activation = activation
         self.seed = seed
 
-        cell_kwargs = {"recurrent_dropout": recurrent_dropout}
-        if cell == "rnn":
-            cell_kwargs["activation"] = activation
-        self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")
-        if bidirectional:
-            self.recurrent_layers = [
-                bidirectional_recurrent(
-                    cell, hidden_dim, seed=offset_seed(seed, 2 * i), name=f"bi{cell}_{i}", **cell_kwargs
-                )
-                for i in range(num_layers)
-            ]
-        else:
-            self.recurrent_layers = [
-                Recurrent(
-                    get_cell(cell, hidden_dim, seed=offset_seed(seed, 2 * i), **cell_kwargs),
-                    return_sequences=True,
-                    zero_output_for_mask=True,
-                    name=f"{cell}_{i}",
-                )
-                for i in range(num_layers)
-            ]
-        # Embeddings, between recurrent layers, the pooled vector, after every hidden MLP layer.
-        n_dropouts = num_layers + 1 + len(self.mlp_dims)
+        self.embedding = self.backbone.embedding
+        self.recurrent_layers = self.backbone.recurrent_layers
+        # Before every recurrent layer (the backbone's), on the pooled vector, after every hidden MLP layer.
         self.dropouts = [
-            keras.layers.Dropout(dropout, seed=offset_seed(seed, 100 + i), name=f"dropout_{i}")
-            for i in range(n_dropouts)
+            *self.backbone.dropouts,
+            *(self.backbone.make_dropout(num_layers + i) for i in range(1 + len(self.mlp_dims))),
         ]
         self.mlp_layers = [
             keras.layers.Dense(d, activation="relu", name=f"mlp_{i}") for i, d in enumerate(self.mlp_dims)
@@ -132,15 +112,11 @@ class RNNClassifier(keras.Model):
     @property
     def encoding_dim(self):
         """Size of the pooled vector: ``hidden_dim``, doubled when bidirectional."""
-        return 2 * self.hidden_dim if self.bidirectional else self.hidden_dim
+        return self.backbone.output_dim
 
     def build(self, input_shape):
-        batch, time = input_shape[0], input_shape[1]
-        self.embedding.build(input_shape)
-        dim = self.embedding_dim
-        for layer in self.recurrent_layers:
-            layer.build((batch, time, dim))
-            dim = self.encoding_dim
+        batch = input_shape[0]
+        dim = self.backbone.build(input_shape)
         for layer in self.mlp_layers:
             layer.build((batch, dim))
             dim = layer.units
@@ -150,10 +126,7 @@ class RNNClassifier(keras.Model):
     def encode(self, ids, training=None):
         """The pooled text encoding ``[batch, encoding_dim]`` (before dropout and the MLP head)."""
         mask = ops.not_equal(ids, 0)
-        x = self.embedding(ids)
-        for i, layer in enumerate(self.recurrent_layers):
-            x = self.dropouts[i](x, training=training)
-            x = layer(x, mask=mask, training=training)
+        x = self.backbone(ids, training=training)
         if self.pooling == "last" and self.bidirectional:
             return bidirectional_last(x, mask, self.hidden_dim)
         return masked_pooling(x, mask, self.pooling)
@@ -165,6 +138,21 @@ class RNNClassifier(keras.Model):
             x = layer(x)
             x = self.dropouts[self.num_layers + 1 + i](x, training=training)
         return ops.cast(self.output_layer(x), "float32")
+
+    def loss_sum(self, ids, labels, training=None):
+        """``(summed cross-entropy over the texts, number of texts)``, both float32 scalars.
+
+        Args:
+            ids: ``[batch, time]`` int token ids, right-padded with 0.
+            labels: ``[batch]`` int gold class ids.
+            training: whether dropout is active.
+
+        ``loss / count`` is the per-text loss; sums of both can be all-reduced across replicas (see
+        ``keras_models.training``).
+        """
+        logits = self(ids, training=training)
+        xent = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+        return ops.sum(ops.cast(xent, "float32")), ops.cast(ops.shape(labels)[0], "float32")
 
     def get_config(self):
         config = super().get_config()

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_models.cells import GRUCell, LSTMCell, SimpleRNNCell, get_cell
+from keras_models.layers.cells import GRUCell, LSTMCell, SimpleRNNCell, get_cell
 
 B, T, D, H = 2, 5, 3, 4
 ATOL = 1e-5

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_models.attention import Attention
+from keras_models.layers.attention import Attention
 
 B, S, DQ, DK, UNITS = 3, 5, 4, 6, 7
 LENGTHS = [5, 2, 0]  # the last row is all padding

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_models.tagger import RNNTagger
+from keras_models.models.tagger import RNNTagger
 from requires import fit_loss_sum, saved_and_loaded
 
 VOCAB, TAGS, CHARS, T, C = 11, 4, 7, 5, 4
@@ -131,7 +131,7 @@ def test_save_load_mixed_precision_and_config(tmp_path):
 
 
 def test_crf_loss_decode_and_saving(tmp_path):
-    pytest.importorskip("keras_models.crf")
+    pytest.importorskip("keras_models.layers.crf")
     model = _model(cell="lstm", use_crf=True)
     ids, _, tags = _batch(seed=3)
     ids2, _, tags2 = _batch(seed=3, extra_words=2, extra_rows=1)
@@ -163,7 +163,7 @@ def test_crf_loss_decode_and_saving(tmp_path):
 @pytest.mark.parametrize("use_crf", [False, True])
 def test_fit_learns_id_parity(use_crf):
     if use_crf:
-        pytest.importorskip("keras_models.crf")
+        pytest.importorskip("keras_models.layers.crf")
     rng = np.random.default_rng(0)
     ids = np.zeros((32, 6), "int32")
     for b, n in enumerate(rng.integers(2, 7, size=32)):

@@ -1,11 +1,12 @@
-"""The sequence tagger: embeddings (+ character features) → stacked BiRNN → per-token tag scores (→ CRF)."""
+"""The sequence tagger: the recurrent encoder backbone (+ character features) → per-token tag scores (→ CRF)."""
 
 from __future__ import annotations
 
 import keras
 from keras import ops
 
-from keras_models.recurrent import bidirectional_recurrent, offset_seed
+from keras_models.layers.recurrent import bidirectional_recurrent, offset_seed
+from keras_models.models.backbone import RecurrentEncoder
 
 __all__ = ["RNNTagger"]
 
@@ -17,8 +18,8 @@ class RNNTagger(keras.Model):
     The BiLSTM(-CRF) architecture of Huang et al. (2015) and Lample et al. (2016): word embeddings,
     optionally concatenated with a character-level encoding of every word (a bidirectional RNN over
     the word's characters, its final forward and backward outputs concatenated), dropout, stacked
-    bidirectional recurrent layers with dropout after each, and a dense layer giving one score per
-    tag and token (the emission scores). With ``use_crf`` the model owns a linear-chain CRF
+    bidirectional recurrent layers with dropout after each (the :class:`RecurrentEncoder` backbone),
+    and a dense layer giving one score per tag and token (the emission scores). With ``use_crf`` the model owns a linear-chain CRF
     (``self.crf``) used by :meth:`loss_sum` and :meth:`predict_tags`; ``call`` returns the emission
     scores either way.
 
@@ -40,7 +41,7 @@ class RNNTagger(keras.Model):
         char_vocab_size: number of character ids (0 = padding); 0 turns character features off.
         char_embedding_dim: size of the character embeddings.
         char_hidden_dim: units of each direction of the character encoder.
-        use_crf: add a CRF layer (``keras_models.crf.CRF``) for the loss and decoding.
+        use_crf: add a CRF layer (``keras_models.layers.crf.CRF``) for the loss and decoding.
         seed: seed for the dropout masks.
         **kwargs: passed to ``keras.Model``.
 
@@ -82,10 +83,11 @@ class RNNTagger(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if not isinstance(cell, str):
-            raise TypeError("cell must be one of 'lstm', 'gru', 'rnn' so that the model can be saved")
-        if num_layers < 1:
-            raise ValueError(f"num_layers must be at least 1, got {num_layers}")
+        # Checks cell and num_layers; makes its layers when they are read below, in this order.
+        self.backbone = RecurrentEncoder(
+            vocab_size, embedding_dim, cell, hidden_dim, num_layers=num_layers, bidirectional=True,
+            dropout=dropout, recurrent_dropout=recurrent_dropout, activation=activation, seed=seed,
+        )
         self.vocab_size = vocab_size
         self.num_tags = num_tags
         self.cell = cell
@@ -101,31 +103,21 @@ class RNNTagger(keras.Model):
         self.use_crf = use_crf
         self.seed = seed
 
-        cell_kwargs = {"recurrent_dropout": recurrent_dropout}
-        if cell == "rnn":
-            cell_kwargs["activation"] = activation
-        self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")
+        self.embedding = self.backbone.embedding
         if char_vocab_size:
             self.char_embedding = keras.layers.Embedding(
                 char_vocab_size, char_embedding_dim, name="char_embedding"
             )
             self.char_encoder = bidirectional_recurrent(
                 cell, char_hidden_dim, return_sequences=False, seed=offset_seed(seed, 50),
-                name=f"char_bi{cell}", **cell_kwargs,
+                name=f"char_bi{cell}", **self.backbone.cell_kwargs,
             )
-        self.recurrent_layers = [
-            bidirectional_recurrent(
-                cell, hidden_dim, seed=offset_seed(seed, 2 * i), name=f"bi{cell}_{i}", **cell_kwargs
-            )
-            for i in range(num_layers)
-        ]
-        self.dropouts = [
-            keras.layers.Dropout(dropout, seed=offset_seed(seed, 100 + i), name=f"dropout_{i}")
-            for i in range(num_layers + 1)
-        ]
+        self.recurrent_layers = self.backbone.recurrent_layers
+        # Before every recurrent layer (the backbone's) and before the output layer.
+        self.dropouts = [*self.backbone.dropouts, self.backbone.make_dropout(num_layers)]
         self.output_layer = keras.layers.Dense(num_tags, dtype="float32", name="tags")
         if use_crf:
-            from keras_models.crf import CRF
+            from keras_models.layers.crf import CRF
 
             self.crf = CRF(num_tags)
         else:
@@ -168,16 +160,13 @@ class RNNTagger(keras.Model):
         else:
             ids_shape, chars_shape = tuple(input_shape), None
         batch, time = ids_shape[0], ids_shape[1]
-        self.embedding.build(ids_shape)
-        dim = self.embedding_dim
+        features_dim = 0
         if self.char_vocab_size:
             width = None if chars_shape is None else chars_shape[-1]
             self.char_embedding.build((None, width))
             self.char_encoder.build((None, width, self.char_embedding_dim))
-            dim += 2 * self.char_hidden_dim
-        for layer in self.recurrent_layers:
-            layer.build((batch, time, dim))
-            dim = 2 * self.hidden_dim
+            features_dim = 2 * self.char_hidden_dim
+        dim = self.backbone.build(ids_shape, features_dim=features_dim)
         self.output_layer.build((batch, time, dim))
         if self.crf is not None and not self.crf.built:
             self.crf.build((batch, time, self.num_tags))
@@ -204,15 +193,9 @@ class RNNTagger(keras.Model):
 
     def call(self, inputs, training=None):
         ids, chars = self._split_inputs(inputs)
-        mask = ops.not_equal(ids, 0)
-        x = self.embedding(ids)
-        if self.char_vocab_size:
-            char_features = ops.cast(self.encode_chars(chars, training=training), x.dtype)
-            x = ops.concatenate([x, char_features], axis=-1)
-        x = self.dropouts[0](x, training=training)
-        for i, layer in enumerate(self.recurrent_layers):
-            x = layer(x, mask=mask, training=training)
-            x = self.dropouts[i + 1](x, training=training)
+        char_features = self.encode_chars(chars, training=training) if self.char_vocab_size else None
+        x = self.backbone(ids, features=char_features, training=training)
+        x = self.dropouts[self.num_layers](x, training=training)
         return ops.cast(self.output_layer(x), "float32")
 
     # -- loss and decoding --------------------------------------------------------------------------

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_models.cells import GRUCell, LSTMCell, SimpleRNNCell
-from keras_models.recurrent import Recurrent
+from keras_models.layers.cells import GRUCell, LSTMCell, SimpleRNNCell
+from keras_models.layers.recurrent import Recurrent
 
 B, T, D, H = 2, 5, 3, 4
 ATOL = 1e-5

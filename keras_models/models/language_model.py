@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_models.cells import get_cell
-from keras_models.recurrent import Recurrent
+from keras_models.layers.cells import get_cell, model_cell_arguments
+from keras_models.layers.recurrent import Recurrent, offset_seed
 
 
 @keras.saving.register_keras_serializable(package="rnnflow")
@@ -37,7 +37,8 @@ class RNNLanguageModel(keras.Model):
 
     ``call`` starts from a zero state and returns logits ``[batch, time, vocab]`` (float32 even under
     mixed precision). :meth:`forward` takes and returns the recurrent state, for truncated BPTT and
-    generation.
+    generation; :meth:`loss_sum` is the summed next-token loss and the target count (optionally from
+    and with a carried state), the loss contract every rnnflow model shares.
 
     Example:
 
@@ -66,8 +67,7 @@ class RNNLanguageModel(keras.Model):
             raise ValueError(
                 f"tie_weights needs embedding_dim == hidden_dim (got {embedding_dim} and {hidden_dim})"
             )
-        if not isinstance(cell, str):
-            raise TypeError("cell must be one of 'lstm', 'gru', 'rnn' so that the model can be saved")
+        cell_kwargs = model_cell_arguments(cell, recurrent_dropout, activation)
         self.vocab_size = vocab_size
         self.cell = cell
         self.num_layers = num_layers
@@ -79,13 +79,10 @@ class RNNLanguageModel(keras.Model):
         self.activation = activation
         self.seed = seed
 
-        cell_kwargs = {"recurrent_dropout": recurrent_dropout}
-        if cell == "rnn":
-            cell_kwargs["activation"] = activation
         self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")
         self.recurrent_layers = [
             Recurrent(
-                get_cell(cell, hidden_dim, seed=None if seed is None else seed + i, **cell_kwargs),
+                get_cell(cell, hidden_dim, seed=offset_seed(seed, i), **cell_kwargs),
                 return_sequences=True,
                 return_state=True,
                 name=f"{cell}_{i}",
@@ -93,7 +90,7 @@ class RNNLanguageModel(keras.Model):
             for i in range(num_layers)
         ]
         self.dropouts = [
-            keras.layers.Dropout(dropout, seed=None if seed is None else seed + 100 + i, name=f"dropout_{i}")
+            keras.layers.Dropout(dropout, seed=offset_seed(seed, 100 + i), name=f"dropout_{i}")
             for i in range(num_layers + 1)
         ]
         if not tie_weights:
@@ -147,6 +144,26 @@ class RNNLanguageModel(keras.Model):
     def call(self, ids, training=None):
         logits, _ = self.forward(ids, training=training)
         return logits
+
+    def loss_sum(self, ids, targets, training=None, states=None, return_state=False):
+        """``(summed cross-entropy over every target, number of targets)``, both float32 scalars.
+
+        Args:
+            ids: ``[batch, time]`` int input token ids.
+            targets: ``[batch, time]`` int next tokens; every position counts.
+            training: whether dropout is active.
+            states: the state to start from (:meth:`initial_state`, or a previous window's final
+                state for truncated BPTT); zeros when omitted.
+            return_state: also return the final state, ``(loss_sum, count, states)``.
+
+        ``loss / count`` is the per-token loss; sums of both can be all-reduced across replicas (see
+        ``keras_models.training``).
+        """
+        logits, new_states = self.forward(ids, states, training=training)
+        xent = keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True)
+        loss_sum = ops.sum(xent)
+        count = ops.cast(ops.size(targets), "float32")
+        return (loss_sum, count, new_states) if return_state else (loss_sum, count)
 
     def get_config(self):
         config = super().get_config()
