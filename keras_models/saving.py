@@ -7,7 +7,7 @@ weights. Keras rebuilds every object the config names; rnnflow lets it build onl
   ``builtins`` such as ``"tanh"``), and
 - rnnflow's own layers and models: the classes registered with
   ``register_keras_serializable(package="rnnflow")`` by the modules of this installed package
-  (:data:`RNNFLOW_MODULES`), found by importing them here: the allow-list
+  (imported by :func:`rnnflow_objects`, a fixed list), found by importing them here: the allow-list
   (:func:`rnnflow_objects`). Such an object may name any module of rnnflow's own packages
   (``keras_models``, ``preprocessing``, ``pipelines``), so that a model saved before a class moved
   between rnnflow's modules still loads; Keras finds it by its registered name.
@@ -25,7 +25,6 @@ Example:
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import re
@@ -36,19 +35,6 @@ from typing import Any
 import keras
 
 PACKAGE = "rnnflow"
-# The modules that define rnnflow's serializable Keras objects (imported, never taken from a file).
-RNNFLOW_MODULES = (
-    "keras_models.layers.cells",
-    "keras_models.layers.recurrent",
-    "keras_models.layers.attention",
-    "keras_models.layers.crf",
-    "keras_models.layers.pooling",
-    "keras_models.models.language_model",
-    "keras_models.models.tagger",
-    "keras_models.models.classifier",
-    "keras_models.models.seq2seq",
-    "keras_models.export",
-)
 _OWN_PACKAGES = ("keras_models", "preprocessing", "pipelines")
 # A module name inside rnnflow's own packages: what a config may say an rnnflow class comes from.
 # Classes move between rnnflow's modules (``keras_models.tagger`` became
@@ -74,13 +60,22 @@ class UnsafeModelError(ModelLoadError):
 
 def rnnflow_objects() -> dict[str, type]:
     """The allow-list: ``{"rnnflow>ClassName": class}`` for every class rnnflow registers itself."""
-    for module in RNNFLOW_MODULES:
-        importlib.import_module(module)
+    _import_rnnflow_classes()
     return {
         name: obj
         for name, obj in keras.saving.get_custom_objects().items()
         if name.startswith(f"{PACKAGE}>") and getattr(obj, "__module__", "").split(".", 1)[0] in _OWN_PACKAGES
     }
+
+
+def _import_rnnflow_classes() -> None:
+    """Imports the modules that define rnnflow's serializable Keras objects, so that their
+    ``register_keras_serializable`` decorators have run (a fixed list: nothing is imported by name)."""
+    from keras_models import export
+    from keras_models.layers import attention, cells, crf, pooling, recurrent
+    from keras_models.models import classifier, language_model, seq2seq, tagger
+
+    del export, attention, cells, crf, pooling, recurrent, classifier, language_model, seq2seq, tagger
 
 
 def _objects(node: Any) -> Iterator[Mapping[str, Any]]:
