@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from collections.abc import Callable, Iterable
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow_runs/mlflow.db"
 
@@ -97,12 +98,61 @@ DATASETS: dict[str, tuple[str, str]] = {
 FILE_DATASETS = ("text", "conllu", "columns", "folder", "jsonl", "tsv", "pairs")
 
 
+# Choice lists come from where the choices are defined (read when a config is validated, so that
+# importing this module stays cheap): a new cell, attention score or dataset needs no edit here.
+def _one_of(names: Callable[[], Iterable[str]], what: str) -> AfterValidator:
+    def check(value: str) -> str:
+        choices = tuple(names())
+        if value not in choices:
+            raise ValueError(f"{what} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _cells() -> tuple[str, ...]:
+    from keras_models.layers.cells import CELL_NAMES
+
+    return CELL_NAMES
+
+
+def _attention_scores() -> tuple[str, ...]:
+    from keras_models.layers.attention import SCORES
+
+    return SCORES
+
+
+def _pooling_modes() -> tuple[str, ...]:
+    from keras_models.layers.pooling import POOLING_MODES
+
+    return POOLING_MODES
+
+
+def _tokenizer_choices(kind: str) -> Callable[[], tuple[str, ...]]:
+    def names() -> tuple[str, ...]:
+        from preprocessing import tokenizers
+
+        return getattr(tokenizers, kind)
+
+    return names
+
+
+CellName = Annotated[str, _one_of(_cells, "the cell")]
+AttentionScore = Annotated[str, _one_of(_attention_scores, "the attention score")]
+PoolingMode = Annotated[str, _one_of(_pooling_modes, "the pooling")]
+TokenLevel = Annotated[str, _one_of(_tokenizer_choices("LEVELS"), "the level")]
+TokenSplit = Annotated[str, _one_of(_tokenizer_choices("SPLITS"), "the tokenizer")]
+Normalization = Annotated[str, _one_of(_tokenizer_choices("NORMALIZATIONS"), "the normalization")]
+DatasetName = Annotated[str, _one_of(lambda: DATASETS, "data.dataset")]
+TaskName = Annotated[str, _one_of(lambda: MODEL_FOR_TASK, "data.task")]
+
+
 class TokenizerSettings(_Section):
     """How texts become tokens and which tokens make the vocabulary."""
 
-    level: Literal["word", "char"] = "word"
-    tokenizer: Literal["whitespace", "unicode_script"] = "whitespace"
-    normalization: Literal["none", "NFC", "NFKC", "NFD", "NFKD"] = "NFKC"
+    level: TokenLevel = "word"
+    tokenizer: TokenSplit = "whitespace"
+    normalization: Normalization = "NFKC"
     lowercase: bool = False
     max_vocab_size: int | None = Field(None, ge=5)
     min_count: int = Field(1, ge=1)
@@ -115,13 +165,12 @@ class TargetTokenizerConfig(TokenizerSettings):
 class DataConfig(TokenizerSettings):
     """What the Beam prepare job reads and how it turns it into TFRecord shards."""
 
-    dataset: Literal["ptb", "shakespeare", "text", "twt", "conllu", "columns", "bbc", "folder", "jsonl", "tsv",
-                     "cmudict", "pairs"] = "ptb"
+    dataset: DatasetName = "ptb"
     files: list[str] = Field(
         default_factory=list,
         description="paths or globs for text / conllu / columns / jsonl / tsv; class folders' parent for folder",
     )
-    task: Literal["lm", "tagging", "classification", "seq2seq"] | None = Field(
+    task: TaskName | None = Field(
         None, description="default: the dataset's task"
     )
     reader: ReaderConfig = Field(default_factory=ReaderConfig)
@@ -185,7 +234,7 @@ MODEL_FOR_TASK = {"lm": "lm", "tagging": "tagger", "classification": "classifier
 class _RecurrentModelConfig(_Section):
     """What every model has: recurrent layers of one of our cells over token embeddings."""
 
-    cell: Literal["lstm", "gru", "rnn"] = "lstm"
+    cell: CellName = "lstm"
     activation: Literal["tanh", "relu"] = Field("tanh", description="the Elman (rnn) cell's activation")
     num_layers: int = Field(2, ge=1, description="recurrent layers (seq2seq: of the encoder)")
     embedding_dim: int = Field(200, ge=1)
@@ -222,7 +271,7 @@ class ClassifierConfig(_RecurrentModelConfig):
 
     type: Literal["classifier"] = "classifier"
     bidirectional: bool = Field(True, description="bidirectional layers")
-    pooling: Literal["last", "mean", "max"] = Field("last", description="how the sequence becomes one vector")
+    pooling: PoolingMode = Field("last", description="how the sequence becomes one vector")
     mlp_dims: list[int] = Field(default_factory=list, description="hidden sizes of the MLP head")
 
 
@@ -232,7 +281,7 @@ class Seq2SeqConfig(_RecurrentModelConfig):
     type: Literal["seq2seq"] = "seq2seq"
     decoder_layers: int = Field(1, ge=1, description="decoder layers (num_layers: encoder layers)")
     decoder_dim: int | None = Field(None, ge=1, description="decoder units (default: 2 * hidden_dim)")
-    attention: Literal["dot", "bilinear", "additive"] = Field(
+    attention: AttentionScore = Field(
         "additive", description="score: dot q.k, bilinear q W k, additive v.tanh(W [q; k])"
     )
     attention_units: int | None = Field(None, ge=1, description="additive attention's hidden size")
@@ -384,7 +433,7 @@ def _format_errors(err: ValidationError) -> str:
         if len(loc) > 1 and loc[0] == "model" and loc[1] in MODEL_CONFIGS:  # the union's branch
             model_type = loc.pop(1)
         key = ".".join(loc) or "<top level>"
-        msg = e["msg"]
+        msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             owners = [t for t, c in MODEL_CONFIGS.items() if loc[-1] in c.model_fields] if model_type else []
             if owners:

@@ -25,7 +25,7 @@ from keras import ops
 
 __all__ = ["Attention"]
 
-_SCORES = ("dot", "bilinear", "additive")
+SCORES = ("dot", "bilinear", "additive")  # the attention scores, by name (config choices come from here)
 _MASKED_SCORE = -1e9  # finite: (-inf) - (-inf) would give NaN in an all-masked row
 
 
@@ -77,8 +77,8 @@ class Attention(keras.layers.Layer):
 
     def __init__(self, score="dot", units=None, **kwargs):
         super().__init__(**kwargs)
-        if score not in _SCORES:
-            raise ValueError(f"score must be one of {_SCORES}, got {score!r}")
+        if score not in SCORES:
+            raise ValueError(f"score must be one of {SCORES}, got {score!r}")
         if units is not None:
             if score != "additive":
                 raise ValueError(

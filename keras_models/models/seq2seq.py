@@ -28,7 +28,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from keras_models.layers.attention import Attention
+from keras_models.layers.attention import SCORES, Attention
 from keras_models.layers.cells import get_cell, model_cell_arguments
 from keras_models.layers.recurrent import offset_seed
 from keras_models.models.backbone import RecurrentEncoder
@@ -36,7 +36,6 @@ from preprocessing.vocab import BOS_ID, EOS_ID, PAD_ID
 
 __all__ = ["Seq2SeqModel", "BOS_ID", "EOS_ID", "PAD_ID"]
 
-_SCORES = ("dot", "bilinear", "additive")
 
 
 @keras.saving.register_keras_serializable(package="rnnflow")
@@ -146,8 +145,8 @@ class Seq2SeqModel(keras.Model):
                 "encoder_layers and decoder_layers must be at least 1, got "
                 f"{encoder_layers} and {decoder_layers}"
             )
-        if attention not in _SCORES:
-            raise ValueError(f"attention must be one of {_SCORES}, got {attention!r}")
+        if attention not in SCORES:
+            raise ValueError(f"attention must be one of {SCORES}, got {attention!r}")
         decoder_units = hidden_dim if decoder_dim is None else decoder_dim
         if attention == "dot" and decoder_units != 2 * hidden_dim:
             raise ValueError(

@@ -132,3 +132,24 @@ def test_each_model_type_has_its_own_settings():
         parse_config({"name": "x", "data": {"dataset": "bbc"}, "model": {"poolng": "max"}})
     with pytest.raises(ConfigError, match="cannot train on 'lm' data"):
         parse_config({"name": "x", "model": {"type": "tagger"}})
+
+
+def test_choice_lists_come_from_the_registries(monkeypatch):
+    """cell, attention, pooling, tokenizer modes and datasets are checked against the names where they
+    are defined, not a copy in the config: a new entry there is accepted here without an edit."""
+    from keras_models.layers import attention, cells, pooling
+
+    with pytest.raises(ConfigError, match=r"model\.cell: the cell must be one of 'rnn', 'lstm', 'gru', got 'lsmt'"):
+        parse_config({"name": "x", "model": {"cell": "lsmt"}})
+    with pytest.raises(ConfigError, match=r"model\.attention: the attention score must be one of 'dot'"):
+        parse_config({"name": "x", "data": {"dataset": "cmudict"}, "model": {"attention": "luong"}})
+    with pytest.raises(ConfigError, match=r"data\.dataset: data.dataset must be one of 'ptb'"):
+        parse_config({"name": "x", "data": {"dataset": "ptbb"}})
+    with pytest.raises(ConfigError, match=r"data\.normalization: the normalization must be one of"):
+        parse_config({"name": "x", "data": {"normalization": "NFX"}})
+    monkeypatch.setattr(cells, "CELL_NAMES", (*cells.CELL_NAMES, "mycell"))
+    monkeypatch.setattr(attention, "SCORES", (*attention.SCORES, "luong"))
+    monkeypatch.setattr(pooling, "POOLING_MODES", (*pooling.POOLING_MODES, "min"))
+    assert parse_config({"name": "x", "model": {"cell": "mycell"}}).model.cell == "mycell"
+    assert parse_config({"name": "x", "data": {"dataset": "cmudict"}, "model": {"attention": "luong"}})
+    assert parse_config({"name": "x", "data": {"dataset": "bbc"}, "model": {"pooling": "min"}})
