@@ -104,67 +104,124 @@ class _BatchScorer:
         return self._fns[id(model)]
 
 
+def _check_unseen_names(known: list[str], unseen: list[str], what: str) -> None:
+    clash = sorted(set(known) & set(unseen))
+    if clash:
+        raise ValueError(f"unseen {what} names {clash} are also known {what}s")
+
+
+def _check_ids(ids: np.ndarray, known: int, unseen: int, what: str, where: str) -> None:
+    """Every gold id is a known one (``< known``) or names an unseen one (``< known + unseen``)."""
+    ids = np.asarray(ids)
+    bad = ids[(ids < 0) | (ids >= known + unseen)]
+    if bad.size:
+        raise ValueError(
+            f"{where}: gold {what} id {int(bad.flat[0])} is out of range: there are {known} known {what}s "
+            f"(ids 0..{known - 1}) and {unseen} unseen {what} names (ids {known}..{known + unseen - 1})"
+        )
+
+
 class TaggingEvaluator(_BatchScorer):
     """Token loss and accuracy (and span P/R/F1 for BIO/BIOES tags) of a tagger over a split.
 
     Args:
         examples: the split (``preprocessing.input_fns.load_examples``).
-        tag_names: tag strings in id order (``LabelSet.labels``).
+        tag_names: tag strings in id order (``LabelSet.labels``): the ``N`` tags the model predicts.
         scheme: ``"plain"``, ``"bio"`` or ``"bioes"``.
         batch_size: examples per batch.
         max_chars: characters per token for the character encoder.
         jit_compile: compile the batch function with XLA.
+        unseen_names: the names of gold tags unseen in training: gold id ``N + k`` is
+            ``unseen_names[k]``. A gold id outside ``0 .. N + len(unseen_names) - 1`` is a
+            ``ValueError``.
 
     ``__call__(model)`` returns ``{"loss", "accuracy", "tokens"}`` plus ``precision``, ``recall``,
     ``f1`` for span schemes; :meth:`predict` gives the gold and predicted tag strings per sentence.
+
+    Unseen gold tags: the model can never predict them, so such a token is always wrong.
+    ``accuracy`` is over every token (``tokens``, unseen ones included); ``loss`` averages only over
+    the tokens the model's ``loss_sum`` scores (a token with an unseen tag is left out, and with a
+    CRF every token of a sentence holding one). Span scores read the gold strings with the unseen
+    names, so a gold span of an unseen type is a false negative (it appears in
+    ``last_report["per_type"]`` with its support). With ``unseen_names`` (or unseen ids) the result
+    also has ``unseen``, the number of tokens with an unseen gold tag, and ``last_report`` has
+    ``"unseen": {name: tokens}``; without them, both are exactly as before.
     """
 
     def __init__(self, examples: Examples, tag_names: list[str], scheme: str = "plain", batch_size: int = 32,
-                 max_chars: int | None = None, jit_compile: bool = False):
+                 max_chars: int | None = None, jit_compile: bool = False, unseen_names: list[str] | tuple = ()):
         super().__init__(jit_compile)
         self.examples = examples
         self.tag_names = list(tag_names)
+        self.unseen_names = list(unseen_names)
         self.scheme = scheme
         self.batch_size = batch_size
         self.max_chars = max_chars
         self.last_report: dict[str, Any] | None = None
+        _check_unseen_names(self.tag_names, self.unseen_names, "tag")
+        if examples.tags:
+            flat = np.concatenate([np.zeros(0, np.int64), *examples.tags])
+            limit = len(self.tag_names) + len(self.unseen_names)
+            if flat.size and (flat.min() < 0 or flat.max() >= limit):
+                for i, tags in enumerate(examples.tags):  # name the first sentence at fault
+                    _check_ids(tags, len(self.tag_names), len(self.unseen_names), "tag", f"sentence {i}")
 
     def _make(self, model):
         def score(batch):
             inputs = model_inputs(batch)
-            loss_sum, _ = model.loss_sum(inputs, batch["tags"], training=False)
-            return tf.cast(loss_sum, tf.float64), model.predict_tags(inputs)
+            loss_sum, count = model.loss_sum(inputs, batch["tags"], training=False)
+            return tf.cast(loss_sum, tf.float64), tf.cast(count, tf.float64), model.predict_tags(inputs)
 
         return score
 
-    def predict(self, model) -> tuple[list[list[str]], list[list[str]], float]:
-        """Gold and predicted tag sequences (corpus order) and the summed loss."""
+    def _predict(self, model) -> tuple[list[list[str]], list[list[str]], float, float]:
         fn = self.fn(model)
         n = len(self.examples)
         gold: list[list[str] | None] = [None] * n
         pred: list[list[str] | None] = [None] * n
-        total = 0.0
-        names = np.array(self.tag_names, dtype=object)
+        total = scored = 0.0
+        names = np.array(self.tag_names + self.unseen_names, dtype=object)
         for indices, batch in eval_batches(self.examples, self.batch_size, self.max_chars):
-            loss_sum, tags = fn({k: tf.constant(v) for k, v in batch.items()})
+            loss_sum, count, tags = fn({k: tf.constant(v) for k, v in batch.items()})
             total += float(loss_sum)
+            scored += float(count)
             tags = tags.numpy()
             for row, i in enumerate(indices):
                 length = len(self.examples.ids[i])
                 gold[i] = names[self.examples.tags[i]].tolist()
                 pred[i] = names[tags[row, :length]].tolist()
-        return gold, pred, total  # type: ignore[return-value]
+        return gold, pred, total, scored  # type: ignore[return-value]
+
+    def predict(self, model) -> tuple[list[list[str]], list[list[str]], float]:
+        """Gold and predicted tag sequences (corpus order) and the summed loss.
+
+        Gold tags unseen in training appear under their names (``unseen_names``); the summed loss
+        leaves out what ``model.loss_sum`` leaves out (see the class docstring).
+        """
+        gold, pred, total, _ = self._predict(model)
+        return gold, pred, total
 
     def __call__(self, model) -> dict[str, float]:
-        gold, pred, total = self.predict(model)
+        gold, pred, total, scored = self._predict(model)
+        known = len(self.tag_names)
         tokens = sum(len(g) for g in gold)
-        correct = sum(a == b for g, p in zip(gold, pred) for a, b in zip(g, p))
-        out = {"loss": total / max(tokens, 1), "accuracy": correct / max(tokens, 1), "tokens": tokens}
+        unseen_ids = [t[t >= known] for t in self.examples.tags] if self.examples.tags else []
+        unseen = int(sum(len(u) for u in unseen_ids))
+        correct = sum(a == b and int(k) < known
+                      for g, p, ids in zip(gold, pred, self.examples.tags) for a, b, k in zip(g, p, ids))
+        # Without unseen tags every token is scored: the loss is over them all, as it always was.
+        denominator = tokens if not unseen else scored
+        out = {"loss": total / max(denominator, 1), "accuracy": correct / max(tokens, 1), "tokens": tokens}
         report: dict[str, Any] = {}
         if self.scheme != "plain":
             spans = span_scores(gold, pred, self.scheme)
             out.update(precision=spans["precision"], recall=spans["recall"], f1=spans["f1"])
             report["per_type"] = spans["per_type"]
+        if self.unseen_names or unseen:
+            out["unseen"] = unseen
+            counts = np.bincount(np.concatenate([np.zeros(0, np.int64), *unseen_ids]) - known,
+                                 minlength=len(self.unseen_names))
+            report["unseen"] = {name: int(c) for name, c in zip(self.unseen_names, counts)}
         self.last_report = report
         return out
 
@@ -174,54 +231,104 @@ class ClassificationEvaluator(_BatchScorer):
 
     Args:
         examples: the split (``preprocessing.input_fns.load_examples``).
-        label_names: class names in id order.
+        label_names: class names in id order: the ``N`` classes the model predicts.
         batch_size: examples per batch.
         jit_compile: compile the batch function with XLA.
+        unseen_names: the names of gold labels unseen in training: gold id ``N + k`` is
+            ``unseen_names[k]``. A gold id outside ``0 .. N + len(unseen_names) - 1`` is a
+            ``ValueError``.
+
+    ``__call__(model)`` returns ``{"loss", "accuracy", "macro_f1", "examples"}``; ``last_report`` is
+    scikit-learn's classification report and ``confusion`` the confusion matrix (rows: gold,
+    columns: predicted), both over ``confusion_labels`` (``label_names + unseen_names``, in id order).
+
+    Unseen gold labels: the model can never predict them, so such a document is always wrong.
+    ``accuracy`` is over every document (``examples``, unseen ones included); ``loss`` averages only
+    over the documents with a known gold label (the others have no score). ``macro_f1`` and the
+    report cover the known and the unseen labels: an unseen label has its support, zero recall and
+    zero F1 (it is never predicted), and lowers the macro average like any class the model misses.
+    The confusion matrix has a row and a column for every known and unseen label; the columns of
+    unseen labels are all zero. With ``unseen_names`` (or unseen ids) the result also has
+    ``unseen``, the number of documents with an unseen gold label, and ``last_report`` has
+    ``"unseen": {name: documents}``; without them, everything is exactly as before (square over the
+    known labels).
     """
 
-    def __init__(self, examples: Examples, label_names: list[str], batch_size: int = 32, jit_compile: bool = False):
+    def __init__(self, examples: Examples, label_names: list[str], batch_size: int = 32, jit_compile: bool = False,
+                 unseen_names: list[str] | tuple = ()):
         super().__init__(jit_compile)
         self.examples = examples
         self.label_names = list(label_names)
+        self.unseen_names = list(unseen_names)
         self.batch_size = batch_size
         self.confusion: np.ndarray | None = None
         self.last_report: dict[str, Any] | None = None
+        _check_unseen_names(self.label_names, self.unseen_names, "label")
+        if examples.labels is not None:
+            _check_ids(examples.labels, len(self.label_names), len(self.unseen_names), "label", "the split")
+
+    @property
+    def confusion_labels(self) -> list[str]:
+        """Names of the rows and columns of :attr:`confusion` (and of the report's classes)."""
+        return self.label_names + self.unseen_names
 
     def _make(self, model):
+        known = len(self.label_names)
+
         def score(batch):
             logits = model(batch["ids"], training=False)
-            xent = keras.losses.sparse_categorical_crossentropy(batch["label"], logits, from_logits=True)
-            return tf.reduce_sum(tf.cast(xent, tf.float64)), tf.argmax(logits, axis=-1, output_type=tf.int32)
+            labels = batch["label"]
+            scored = labels < known  # a label unseen in training has no score
+            xent = keras.losses.sparse_categorical_crossentropy(tf.where(scored, labels, 0), logits, from_logits=True)
+            xent = tf.cast(xent, tf.float64)
+            return (tf.reduce_sum(tf.where(scored, xent, tf.zeros_like(xent))),
+                    tf.reduce_sum(tf.cast(scored, tf.float64)),
+                    tf.argmax(logits, axis=-1, output_type=tf.int32))
 
         return score
 
-    def predict(self, model) -> tuple[np.ndarray, float]:
-        """Predicted label ids in corpus order and the summed loss."""
+    def _predict(self, model) -> tuple[np.ndarray, float, float]:
         fn = self.fn(model)
         pred = np.zeros(len(self.examples), np.int32)
-        total = 0.0
+        total = scored = 0.0
         for indices, batch in eval_batches(self.examples, self.batch_size):
-            loss_sum, p = fn({k: tf.constant(v) for k, v in batch.items()})
+            loss_sum, count, p = fn({k: tf.constant(v) for k, v in batch.items()})
             total += float(loss_sum)
+            scored += float(count)
             pred[np.asarray(indices)] = p.numpy()
+        return pred, total, scored
+
+    def predict(self, model) -> tuple[np.ndarray, float]:
+        """Predicted label ids in corpus order and the summed loss (over the documents with a known
+        gold label)."""
+        pred, total, _ = self._predict(model)
         return pred, total
 
     def __call__(self, model) -> dict[str, float]:
         from sklearn.metrics import classification_report, confusion_matrix, f1_score
 
-        pred, total = self.predict(model)
+        pred, total, scored = self._predict(model)
         gold = self.examples.labels
-        labels = list(range(len(self.label_names)))
+        known = len(self.label_names)
+        unseen_mask = gold >= known
+        unseen = int(unseen_mask.sum())
+        labels = list(range(len(self.confusion_labels)))
         self.confusion = confusion_matrix(gold, pred, labels=labels)
-        self.last_report = classification_report(gold, pred, labels=labels, target_names=self.label_names,
+        self.last_report = classification_report(gold, pred, labels=labels, target_names=self.confusion_labels,
                                                  output_dict=True, zero_division=0)
-        n = max(len(gold), 1)
-        return {
+        # Without unseen labels every document is scored: the loss is over them all, as it always was.
+        n = max(len(gold) if not unseen else scored, 1)
+        out = {
             "loss": total / n,
-            "accuracy": float(np.mean(gold == pred)) if len(gold) else 0.0,
+            "accuracy": float(np.mean((gold == pred) & ~unseen_mask)) if len(gold) else 0.0,
             "macro_f1": float(f1_score(gold, pred, labels=labels, average="macro", zero_division=0)),
             "examples": len(gold),
         }
+        if self.unseen_names or unseen:
+            out["unseen"] = unseen
+            counts = np.bincount(gold[unseen_mask] - known, minlength=len(self.unseen_names))
+            self.last_report["unseen"] = {name: int(c) for name, c in zip(self.unseen_names, counts)}
+        return out
 
 
 # ------------------------------------------------------------------------------------ seq2seq

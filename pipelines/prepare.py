@@ -4,14 +4,16 @@ Steps (one Beam pipeline; every step is a labelled transform of a :mod:`pipeline
 
     ReadCorpus (a reader per format) → SplitRejected (unreadable items) → DropDuplicates (optional)
       → AssignSplit (hash / interleave / stratified, where the corpus has no split) → TakeFirstPerSplit
-      → TokenizeLines ─┬─ accepted → CountTokens(train) → BuildVocabulary ─┐ (side inputs)
-                       │            (tagging/classification: CountLabels(train) → BuildLabelSet,
-                       │             tagging + char_features: CountCharacters → BuildVocabulary)
-                       │            └──────────────────→ EncodeForLM / EncodeExamples (unknown tag/label → rejected)
+      → TokenizeLines ─┬─ accepted → CountTokens(train) → BuildVocabulary ─┐ (side input)
+                       │            └───→ the task's encode step (``Task.encode``, :mod:`pipelines.tasks`:
+                       │                  label sets, unseen valid/test labels, characters, target vocabulary)
                        │                     → SummarizeSplits ─┐ (side input)
-                       │                     └───────────────→ WriteShards
-                       └─ rejected ─────────────── (+ unreadable, duplicates, unknown labels) → WriteRejected
-      WriteVocabulary (tokens, tags / labels, chars), WriteSummary
+                       │                     └───────────────→ WriteShards (the task's feature spec)
+                       └─ rejected ─────────────── (+ unreadable, duplicates, the task's rejects) → WriteRejected
+      WriteVocabulary (tokens, and the task's files), WriteSummary
+
+No step names a task: ``data.task`` picks the registered task, which says what its records hold,
+how ``max_lines`` orders them, whether duplicates are dropped by default, and which files it adds.
 
 Output: ``<data.output_dir>/<dataset>-<fingerprint[:12]>/`` (see ``docs/ARCHITECTURE.md``). The
 fingerprint (``input_fingerprint`` in the manifest) covers the data config (without ``output_dir``),
@@ -69,12 +71,11 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 
 import tensorflow as tf
 
-from pipelines import datasets
+from pipelines import datasets, tasks
 from pipelines.beam.corpus import ReadCorpus
 from pipelines.beam.dedupe import DropDuplicates
-from pipelines.beam.encode import EncodeExamples, EncodeForLM
 from pipelines.beam.files import write_bytes_atomic
-from pipelines.beam.names import CHARS_FILE, LABELS_FILE, NAMESPACE, TAGS_FILE, TARGET_VOCAB_FILE
+from pipelines.beam.names import NAMESPACE
 from pipelines.beam.rejects import SplitRejected, WriteRejected
 from pipelines.beam.runners import DIRECT_RUNNER_NAMES, local_runner
 from pipelines.beam.shards import WriteShards
@@ -82,10 +83,9 @@ from pipelines.beam.splits import AssignSplit, TakeFirstPerSplit
 from pipelines.beam.stats import SummarizeSplits
 from pipelines.beam.summary import WriteSummary
 from pipelines.beam.tokenization import TokenizeLines
-from pipelines.beam.vocabulary import (BuildLabelSet, BuildVocabulary, CountCharacters, CountLabels, CountTokens,
-                                       WriteVocabulary)
+from pipelines.beam.vocabulary import BuildVocabulary, CountTokens, WriteVocabulary
 from pipelines.config import DataConfig
-from preprocessing.manifest import DataError, canonical_json, load_manifest, manifest_fingerprint, verify
+from preprocessing.manifest import FILE_KEYS, DataError, canonical_json, load_manifest, manifest_fingerprint, verify
 from preprocessing import schema
 from preprocessing.tokenizers import TokenizerConfig
 
@@ -93,7 +93,9 @@ log = logging.getLogger(__name__)
 
 # Bump when the prepare job's behaviour changes (tokenization details, rejection rules, encoding):
 # a new version never reuses data prepared by the old code.
-PREPARE_VERSION = 4  # 4: the manifest records each shard's sha256, size, examples and tokens
+# 4: the manifest records each shard's sha256, size, examples and tokens; 5: and the feature spec, and
+# valid/test items with labels unseen in training are kept (per split ``unseen`` counts)
+PREPARE_VERSION = 5
 MANIFEST = "manifest.json"
 SUMMARY_FILE = "_summary.json"
 
@@ -106,14 +108,6 @@ def tokenizer_config(config: DataConfig) -> TokenizerConfig:
         normalization=config.normalization,
         lowercase=config.lowercase,
     )
-
-
-def target_tokenizer_config(config: DataConfig) -> TokenizerConfig | None:
-    """seq2seq: the target side's tokenizer (``data.target``); None for the other tasks."""
-    if config.task != "seq2seq":
-        return None
-    t = config.target
-    return TokenizerConfig(level=t.level, split=t.tokenizer, normalization=t.normalization, lowercase=t.lowercase)
 
 
 def config_for_manifest(config: DataConfig) -> dict[str, Any]:
@@ -290,7 +284,9 @@ def build_pipeline(
     out_dir: str,
     expected_sha256: dict[str, str] | None = None,
 ) -> None:
-    """Wires the prepare steps into ``p``, writing everything under ``out_dir``."""
+    """Wires the prepare steps into ``p``, writing everything under ``out_dir``; the task's own step
+    (``Task.encode``: label sets, features) comes after the token vocabulary."""
+    task = tasks.get(config.task)
     rejected = []
     read, unreadable = (
         p
@@ -305,50 +301,22 @@ def build_pipeline(
     records = (
         read
         | "AssignSplit" >> AssignSplit(s.valid, s.test, s.seed, method=s.method, period=s.period)
-        | "MaxLines" >> TakeFirstPerSplit(config.max_lines, "hash" if config.task == "classification" else "corpus")
+        | "MaxLines" >> TakeFirstPerSplit(config.max_lines, task.max_lines_order)
     )
     tokenized = records | "Tokenize" >> TokenizeLines(tokenizer_config(config), config.max_length,
-                                                      target_config=target_tokenizer_config(config), max_token_chars=config.max_token_chars)
+                                                      target_config=task.target_tokenizer(config), max_token_chars=config.max_token_chars)
     rejected.append(tokenized.rejected)
     vocab = (
         tokenized.accepted
         | "CountTrainTokens" >> CountTokens("train")
         | "BuildVocabulary" >> BuildVocabulary(config.max_vocab_size, config.min_count)
     )
-    extra_files = {}
-    if config.task == "lm":
-        encoded = tokenized.accepted | "EncodeForLM" >> EncodeForLM(vocab)
-    elif config.task == "seq2seq":
-        target_vocab = (
-            tokenized.accepted
-            | "CountTrainTargetTokens" >> CountTokens("train", field="target_tokens")
-            | "BuildTargetVocabulary" >> BuildVocabulary(config.target.max_vocab_size, config.target.min_count)
-        )
-        extra_files["target_vocab"] = target_vocab | "WriteTargetVocabulary" >> WriteVocabulary(out_dir, TARGET_VOCAB_FILE)
-        encoded_out = tokenized.accepted | "Encode" >> EncodeExamples("seq2seq", vocab, target_vocab)
-        encoded = encoded_out.accepted
-        rejected.append(encoded_out.rejected)
-    else:
-        what, path = ("tags", TAGS_FILE) if config.task == "tagging" else ("labels", LABELS_FILE)
-        labels = (
-            tokenized.accepted
-            | "CountTrainLabels" >> CountLabels("train")
-            | "BuildLabelSet" >> BuildLabelSet(what)
-        )
-        extra_files["labels"] = labels | "WriteLabels" >> WriteVocabulary(out_dir, path)
-        chars = None
-        if config.task == "tagging" and config.char_features:
-            chars = (
-                tokenized.accepted
-                | "CountTrainCharacters" >> CountCharacters("train")
-                | "BuildCharVocabulary" >> BuildVocabulary(None, 1)
-            )
-            extra_files["chars"] = chars | "WriteChars" >> WriteVocabulary(out_dir, CHARS_FILE)
-        encoded_out = tokenized.accepted | "Encode" >> EncodeExamples(config.task, vocab, labels, chars)
-        encoded = encoded_out.accepted
-        rejected.append(encoded_out.rejected)
+    encoded = task.encode(config, tokenized.accepted, vocab, out_dir)
+    rejected.extend(encoded.rejected)
+    extra_files = dict(encoded.files)
+    encoded = encoded.records
     summaries = encoded | "SummarizeSplits" >> SummarizeSplits(config.num_shards)
-    shards = encoded | "WriteShards" >> WriteShards(out_dir, summaries, config.task)
+    shards = encoded | "WriteShards" >> WriteShards(out_dir, summaries, task.features(config))
     rejected_info = tuple(rejected) | "GatherRejected" >> beam.Flatten() | "WriteRejected" >> WriteRejected(out_dir)
     vocab_info = vocab | "WriteVocabulary" >> WriteVocabulary(out_dir)
     _ = p | "WriteSummary" >> WriteSummary(
@@ -369,6 +337,7 @@ def _log_counters(result) -> None:
 def _build_manifest(
     config: DataConfig, sources: list[dict[str, str]], fingerprint: str, summary: dict, runner: dict
 ) -> dict[str, Any]:
+    task = tasks.get(config.task)
     splits = {}
     for split in schema.SPLITS:
         s = summary["splits"].get(split)
@@ -394,16 +363,19 @@ def _build_manifest(
             "oov_rate": round(s["oov_rate"], 8),
             "length_histogram": s["length_histogram"],
         }
-        if config.task != "lm":
+        if task.label_counts:
             splits[split]["label_counts"] = s.get("label_counts", {})
+            splits[split]["unseen"] = s.get("unseen") or {"examples": 0, "labels": {}}
+    target = task.target_tokenizer(config)
     manifest = {
         "task": config.task,
         "dataset": config.dataset,
         "sources": sources,
+        "features": task.features(config),
         "tokenizer": tokenizer_config(config).to_dict(),
-        **({"target_tokenizer": target_tokenizer_config(config).to_dict()} if config.task == "seq2seq" else {}),
+        **({"target_tokenizer": target.to_dict()} if target is not None else {}),
         "vocab": summary["vocab"],
-        **{key: summary[key] for key in ("labels", "chars", "target_vocab") if key in summary},
+        **{key: summary[key] for key in FILE_KEYS if key in summary and key != "vocab"},
         "splits": splits,
         "rejected": summary["rejected"],
         "config": config_for_manifest(config),
@@ -468,6 +440,10 @@ def prepare(data_config: DataConfig, beam_args: list[str] | None = None, force: 
         _rmtree(tmp_dir)
         raise
     for split, s in manifest["splits"].items():
+        unseen = s.get("unseen") or {}
+        if unseen.get("examples"):
+            log.warning("  %s: %d item(s) hold label(s) unseen in training (kept, scored as wrong): %s", split,
+                        unseen["examples"], ", ".join(f"{k} ({v})" for k, v in list(unseen["labels"].items())[:10]))
         log.info(
             "  %s: %d examples, %d tokens, OOV %.2f%%, %d shard(s)",
             split, s["examples"], s["tokens"], 100 * s["oov_rate"], len(s["shards"]),

@@ -109,13 +109,94 @@ Formats
     The whole file is one example ``{"raw": data without its BOM, "label": label}`` with
     ``line == 1`` and ``item == 0``; line endings are kept. An empty or whitespace-only file is
     rejected as ``empty``.
+
+``pairs`` — :func:`read_pairs`
+    ``source<TAB>target`` per line, split at the first tab (the target may hold more tabs); blank
+    lines are skipped. Example: ``{"raw": source bytes, "target_raw": target bytes, "group": str}``,
+    where ``group`` is the source decoded with ``errors="backslashreplace"``: every pair of one
+    source lands in one split. The texts stay bytes, decoded (and rejected if not UTF-8) by the
+    tokenizing step. Rejection: ``bad_columns`` (no tab).
+
+``cmudict`` — :func:`read_cmudict` (``remove_stress=False``)
+    The CMU Pronouncing Dictionary (``cmudict.dict``): ``word PH1 PH2 ...`` per line; blank lines
+    are skipped and a trailing comment ``# ...`` is removed. Example:
+    ``{"raw": word bytes, "target_raw": phonemes bytes, "group": word}``; an alternate
+    pronunciation ``word(2) ...`` is one more pair of the same word (``raw`` and ``group`` drop the
+    ``(2)``, so all pronunciations of a word share a split). ``remove_stress`` strips the stress
+    digits (``AH0`` → ``AH``). Rejections: ``invalid_utf8``; ``bad_columns`` (no word or no
+    phonemes).
+
+``csv`` — :func:`read_csv` (``fields``, ``delimiter=","``)
+    CSV with a header row, RFC 4180 as read by the standard ``csv`` module in strict mode: fields
+    may be quoted, ``""`` inside quotes is one ``"``, and quoted fields may hold the delimiter and
+    line breaks (a line break inside a quoted field becomes ``\\n``, CRLF files included). The
+    first non-blank record is the header (not an item); after it, every record is one item, and
+    blank lines between records are skipped (not items; a line inside a quoted field is never
+    blank). ``fields`` is a tuple of ``(item key, column name)`` pairs choosing the columns; the
+    item keys are ``"raw"`` (text, yielded as UTF-8 bytes), ``"target_raw"`` (text, UTF-8 bytes)
+    and ``"label"`` (``str``); with both ``raw`` and ``target_raw`` the example also has
+    ``"group"``, the source text (``str``), as in ``pairs``. For example
+    ``fields=(("raw", "text"), ("label", "category"))`` gives ``{"raw": bytes, "label": str}``. An
+    empty ``fields``, an unknown or repeated item key, or a ``delimiter`` that is not one character
+    (other than ``"``, ``\\r``, ``\\n``) is an option error. An example's ``line`` is the line where
+    its record starts. The file is decoded line by line, so invalid UTF-8 spoils only the record
+    holding it (an undecodable line is parsed with U+FFFD replacements, which are never a quote, a
+    delimiter or a line break, so record boundaries stay where they are). Rejections:
+
+    * ``bad_columns``: a record with a different number of fields from the header (``detail``
+      gives both counts); a record that is not valid CSV (a character after a closing quote, a
+      lone ``\\r`` in an unquoted field), which extends as far as the standard non-strict
+      ``csv.reader`` reads it, reading going on with the next record; a quoted field still open at
+      the end of the file (the record runs from its first line to the end: only here does reading
+      stop early, as it must); every record after a header that is not valid CSV (a header that is
+      not valid CSV is itself rejected, as item 0, so that the lines it spans are accounted for);
+      every record, when a requested column appears more than once in the header;
+    * ``missing_field``: every record, when the header lacks a requested column (``detail`` names
+      it and lists the header's columns);
+    * ``invalid_utf8``: a record with a line that is not valid UTF-8 (``line`` and ``detail`` name
+      that line); every record, when the header is not valid UTF-8;
+    * ``missing_label``: an empty or whitespace-only label.
+
+    The ``csv`` module's process-wide ``csv.field_size_limit()`` (131,072 characters by default)
+    is raised, never lowered, to the size of the file being read, so that no field is too long.
+
+``slash_tagged`` — :func:`read_slash_tagged`
+    One sentence per line of whitespace-separated ``token/TAG`` pairs (``The/DT dog/NN barked/VBD
+    ./.``); blank lines are skipped. The tag follows the last ``/`` that is not escaped as ``\\/``;
+    the token is what precedes it, with ``\\/`` unescaped to ``/`` (``1\\/2/CD`` → ``1/2``, ``CD``;
+    ``a/b/NN`` → ``a/b``, ``NN``). Example: ``{"tokens": [...], "tags": [...]}`` (strings); its
+    ``line`` is the sentence's line. The whole sentence is rejected, once, at its first bad token
+    (``detail`` names the line, the token's 1-based number and its text) for:
+
+    * ``invalid_utf8``: the line is not valid UTF-8;
+    * ``missing_form``: an empty token (``/NN``);
+    * ``missing_tag``: a token without an unescaped ``/`` (``dog``) or with an empty tag
+      (``dog/``).
+
+``records`` — :func:`read_records` (``separator="%"``)
+    Record-separated text for language models: each record is one example ``{"raw": bytes}``, its
+    lines joined by ``\\n`` (line endings normalised as in *Line semantics*); its ``line`` is the
+    record's first line. With a non-empty ``separator`` (fortune-file style, ``%`` by default)
+    records are separated by lines that are exactly ``separator`` once trailing whitespace is
+    removed (``%  `` is a separator line, `` %`` is not); blank lines inside a record are part of
+    it, but its leading and trailing blank lines are trimmed, and a record that is empty or blank
+    (consecutive separators, a separator at the start or end of the file) is not an item. With
+    ``separator=""`` records are paragraphs: runs of non-blank lines separated by one or more
+    blank lines. A ``separator`` that is not a string, holds ``\\n`` or ``\\r`` or ends in
+    whitespace (it could never match) is an option error. Never rejects: as for ``lines``, the
+    tokenizing step decodes the text and rejects invalid UTF-8.
 """
 
 from __future__ import annotations
 
+import csv
+import itertools
 import json
 import re
-from typing import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # ------------------------------------------------------------------------------------ reasons
 INVALID_UTF8 = "invalid_utf8"
@@ -134,6 +215,7 @@ REJECT_REASONS = (
 )
 
 LABEL_TYPES = ("string", "any")  # read_jsonl's label_types
+CSV_FIELDS = ("raw", "target_raw", "label")  # read_csv's item keys
 PREVIEW_CHARS = 2000
 CONLLU_COLUMNS = 10
 CONLLU_TAG_COLUMNS = {"upos": 3, "xpos": 4}  # 0-based index of the tag column
@@ -503,6 +585,205 @@ def read_cmudict(data: bytes, remove_stress: bool = False) -> Iterator[Item]:
         item += 1
 
 
+# ---------------------------------------------------------------------------------------- csv
+def _csv_fields(fields) -> list[tuple[str, str]]:
+    """``fields`` checked: ``[(item key, column name), ...]``."""
+    if isinstance(fields, (str, bytes)) or not isinstance(fields, (tuple, list)):
+        raise TypeError(f"fields must be a tuple of (item key, column name) pairs, got {fields!r}")
+    pairs = []
+    for pair in fields:
+        if isinstance(pair, (str, bytes)) or not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise TypeError(f"fields must be a tuple of (item key, column name) pairs, got {pair!r} in it")
+        key, column = pair
+        if key not in CSV_FIELDS:
+            raise ValueError(f"fields: item key must be one of {CSV_FIELDS}, got {key!r}")
+        if not isinstance(column, str):
+            raise TypeError(f"fields: column name for {key!r} must be a string, got {column!r}")
+        if key in (k for k, _ in pairs):
+            raise ValueError(f"fields: item key {key!r} given twice")
+        pairs.append((key, column))
+    if not pairs:
+        raise ValueError("fields must name at least one (item key, column name) pair")
+    return pairs
+
+
+def _csv_records(lines: list[bytes], delimiter: str):
+    """``(lines, row, bad_utf8)`` per CSV record: the record's ``[(line_number, raw), ...]``; its
+    fields (``list[str]``), or why it is not valid CSV (``str``); and ``[(line_number, detail)]``
+    for its lines that are not valid UTF-8."""
+    consumed: list[tuple[int, bytes]] = []
+    texts: list[str] = []
+    bad: list[tuple[int, str]] = []
+    at_end = []  # non-empty once every line has been read
+
+    def feed():
+        for number, raw in enumerate(lines, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                bad.append((number, _utf8_detail(number, err)))
+                text = raw.decode("utf-8", "replace")  # U+FFFD: never a quote, a delimiter or a line break
+            consumed.append((number, raw))
+            texts.append(text + "\n")
+            yield texts[-1]
+        at_end.append(True)
+
+    source = feed()
+    reader = csv.reader(source, delimiter=delimiter, strict=True)
+    while True:
+        consumed.clear()
+        texts.clear()
+        bad.clear()
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            if at_end:
+                row = f"quoted field not closed at the end of the file (line {consumed[-1][0]})"
+            else:
+                row = f"not valid CSV at line {consumed[-1][0]} ({err})"
+                # the record ends where the standard (non-strict) reader ends it; reading goes on after it
+                try:
+                    next(csv.reader(itertools.chain(list(texts), source), delimiter=delimiter))
+                except (StopIteration, csv.Error):
+                    pass
+        yield list(consumed), row, list(bad)
+
+
+def _csv_columns(header, bad: list, number: int, pairs: list[tuple[str, str]]):
+    """``{item key: column index}`` for the header row, or ``(reason, why)`` every record is rejected for."""
+    if isinstance(header, str):
+        return BAD_COLUMNS, f"the header (line {number}) is not valid CSV"
+    if bad:
+        return INVALID_UTF8, f"the header is not valid UTF-8 ({bad[0][1]})"
+    wanted = list(dict.fromkeys(column for _, column in pairs))
+    missing = [column for column in wanted if column not in header]
+    if missing:
+        return MISSING_FIELD, (
+            f"no column {', '.join(map(repr, missing))} in the header (line {number}: columns "
+            f"{', '.join(map(repr, header))})"
+        )
+    for column in wanted:
+        if header.count(column) > 1:
+            return BAD_COLUMNS, f"column {column!r} appears {header.count(column)} times in the header (line {number})"
+    return {key: header.index(column) for key, column in pairs}
+
+
+def read_csv(data: bytes, fields, delimiter: str = ",") -> Iterator[Item]:
+    """CSV with a header row → one item per record, ``fields`` = ``((item key, column name), ...)``.
+
+    Item keys: ``"raw"`` / ``"target_raw"`` (text as UTF-8 bytes), ``"label"`` (``str``); with both
+    ``raw`` and ``target_raw`` the example also has ``"group"`` (the source text).
+    """
+    pairs = _csv_fields(fields)
+    if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in '"\r\n':
+        raise ValueError(f"delimiter must be one character other than '\"', '\\r' and '\\n', got {delimiter!r}")
+    if csv.field_size_limit() < len(data):
+        csv.field_size_limit(len(data))  # a field can be no longer than the file
+    columns = header = header_line = None
+    item = 0
+    for record, row, bad in _csv_records(split_lines(data), delimiter):
+        start = record[0][0]
+        raw = _joined(record)
+        if isinstance(row, list) and len(record) == 1 and _is_blank(record[0][1]):
+            continue
+        if columns is None:  # the header
+            header, header_line = row, start
+            columns = _csv_columns(row, bad, start, pairs)
+            if isinstance(row, str):  # not an item, unless it is unreadable: the lines it spans must show
+                yield _reject(start, item, BAD_COLUMNS, f"line {start}: the header row: {row}", raw)
+                item += 1
+            continue
+        if isinstance(row, str):
+            yield _reject(start, item, BAD_COLUMNS, f"line {start}: {row}", raw)
+        elif isinstance(columns, tuple):
+            reason, why = columns
+            yield _reject(start, item, reason, f"line {start}: {why}", raw)
+        elif bad:
+            number, detail = bad[0]
+            yield _reject(number, item, INVALID_UTF8, detail, raw)
+        elif len(row) != len(header):
+            yield _reject(start, item, BAD_COLUMNS, (
+                f"line {start}: {_plural(len(row), 'field')}, but the header (line {header_line}) has {len(header)}"
+            ), raw)
+        else:
+            values = {key: row[index] for key, index in columns.items()}
+            label = values.get("label")
+            if label is not None and not label.strip():
+                column = dict(pairs)["label"]
+                yield _reject(start, item, MISSING_LABEL, f"line {start}: label (column {column!r}) is empty", raw)
+            else:
+                example: Item = {"line": start, "item": item}
+                for key, value in values.items():
+                    example[key] = value if key == "label" else value.encode("utf-8")
+                if "raw" in values and "target_raw" in values:
+                    example["group"] = values["raw"]
+                yield example
+        item += 1
+
+
+# ------------------------------------------------------------------------------- slash_tagged
+_SLASH_TAG = re.compile(r"(.*)(?<!\\)/(.*)", re.DOTALL)  # greedy: the last unescaped "/"
+
+
+def _slash_tagged_sentence(block):
+    """``(tokens, tags)`` or ``(line, reason, detail)`` for one line of ``token/TAG`` pairs."""
+    [(number, raw)] = block
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return number, INVALID_UTF8, _utf8_detail(number, err)
+    tokens: list[str] = []
+    tags: list[str] = []
+    for index, pair in enumerate(text.split(), start=1):
+        match = _SLASH_TAG.fullmatch(pair)
+        if match is None:
+            return number, MISSING_TAG, f"line {number}: token {index} {pair!r} has no /TAG"
+        token, tag = match.group(1).replace("\\/", "/"), match.group(2)
+        if not token:
+            return number, MISSING_FORM, f"line {number}: token {index} {pair!r} is empty before its /TAG"
+        if not tag:
+            return number, MISSING_TAG, f"line {number}: token {index} {pair!r} has an empty tag"
+        tokens.append(token)
+        tags.append(tag)
+    return tokens, tags
+
+
+def read_slash_tagged(data: bytes) -> Iterator[Item]:
+    """``token/TAG token/TAG ...`` lines → ``{"tokens", "tags"}`` per line; blank lines skipped."""
+    blocks = ([(number, raw)] for number, raw in enumerate(split_lines(data), start=1) if not _is_blank(raw))
+    yield from _tagged_sentences(blocks, _slash_tagged_sentence)
+
+
+# ------------------------------------------------------------------------------------ records
+def _separated(lines: list[bytes], separator: bytes) -> Iterator[list[tuple[int, bytes]]]:
+    """Records between separator lines, as ``[(line_number, raw), ...]``, leading and trailing
+    blank lines trimmed; empty records left out."""
+    record: list[tuple[int, bytes]] = []
+    for number, raw in itertools.chain(enumerate(lines, start=1), [(None, separator)]):
+        if raw.rstrip() != separator:
+            record.append((number, raw))
+            continue
+        content = [i for i, (_, line) in enumerate(record) if not _is_blank(line)]
+        if content:
+            yield record[content[0] : content[-1] + 1]
+        record = []
+
+
+def read_records(data: bytes, separator: str = "%") -> Iterator[Item]:
+    """Records separated by ``separator`` lines (``""``: by blank lines) → ``{"raw": bytes}``."""
+    if not isinstance(separator, str) or "\n" in separator or "\r" in separator:
+        raise ValueError(f"separator must be a string without line breaks, got {separator!r}")
+    marker = separator.encode("utf-8")
+    if marker.rstrip() != marker:
+        raise ValueError(f"separator must not end in whitespace (lines are compared without it), got {separator!r}")
+    lines = split_lines(data)
+    records = _blocks(lines) if not marker else _separated(lines, marker)
+    for item, record in enumerate(records):
+        yield {"line": record[0][0], "item": item, "raw": _joined(record)}
+
+
 READERS: dict[str, Callable[..., Iterator[Item]]] = {
     "pairs": read_pairs,
     "cmudict": read_cmudict,
@@ -512,4 +793,93 @@ READERS: dict[str, Callable[..., Iterator[Item]]] = {
     "jsonl": read_jsonl,
     "tsv": read_tsv,
     "document": read_document,
+    "csv": read_csv,
+    "slash_tagged": read_slash_tagged,
+    "records": read_records,
+}
+
+
+# ------------------------------------------------------------------------- formats and options
+# What a format's items provide, as the roles a task reads (``pipelines.tasks.base.ROLES``):
+# ``text`` (``raw`` bytes or ``tokens``), ``tags`` (one per token), ``label`` (one per item),
+# ``target`` (``target_raw``: the other side of a pair).
+TEXT, TAGS, LABEL, TARGET = "text", "tags", "label", "target"
+
+
+
+class ReaderConfig(BaseModel):
+    """``data.reader``: how the file formats are read (each option names the formats it applies to)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
+
+    conllu_tag: Literal["upos", "xpos"] = Field("upos", description="CoNLL-U: the tag column")
+    token_column: int = Field(0, description="column files: index of the token column")
+    tag_column: int = Field(-1, description="column files: index of the tag column (negative counts from the end)")
+    separator: str | None = Field(None, description="column files: column separator (None: any whitespace)")
+    text_field: str = Field("text", description="JSONL, CSV: the text field / column")
+    label_field: str = Field("label", description="JSONL, CSV: the label field / column")
+    label_types: Literal["string", "any"] = Field(
+        "string", description="JSONL: 'string': a label must be a JSON string (else bad_field); 'any': integers and "
+        "booleans become their JSON spelling (1 -> '1', true -> 'true'); floats, arrays, objects, null: bad_field"
+    )
+    source_field: str | None = Field(None, description="CSV pairs: the source column (default: text_field)")
+    target_field: str | None = Field(None, description="CSV pairs: the target column (set it for seq2seq)")
+    delimiter: str = Field(",", min_length=1, max_length=1, description="CSV: the field delimiter")
+    record_separator: str = Field(
+        "%", description="records: a line holding only this separates records; '' = blank lines (paragraphs)")
+
+    @model_validator(mode="after")
+    def _distinct_columns(self) -> "ReaderConfig":
+        if self.token_column == self.tag_column:
+            raise ValueError(f"token_column and tag_column must differ, both are {self.token_column}")
+        if "\n" in self.record_separator or "\r" in self.record_separator \
+                or self.record_separator != self.record_separator.rstrip():
+            raise ValueError(f"record_separator must be one line without trailing whitespace, got "
+                             f"{self.record_separator!r}")
+        return self
+
+
+def _csv_provides(reader: ReaderConfig) -> frozenset[str]:
+    return frozenset({TEXT, TARGET}) if reader.target_field else frozenset({TEXT, LABEL})
+
+
+def _csv_options(reader: ReaderConfig, reads: frozenset[str], data) -> dict:
+    if TARGET in reads:
+        fields = (("raw", reader.source_field or reader.text_field), ("target_raw", reader.target_field))
+    else:
+        fields = (("raw", reader.text_field),) + ((("label", reader.label_field),) if LABEL in reads else ())
+    return {"fields": fields, "delimiter": reader.delimiter}
+
+
+@dataclass(frozen=True)
+class Format:
+    """A registered format: its reader, the roles its items provide (a set, or a function of the
+    :class:`ReaderConfig`), how the reader's keyword options come from the data config
+    (``options(reader, roles the task reads, data config)``), and whether it reads ``data.files``
+    (then the format's name is also a ``data.dataset``)."""
+
+    read: Callable[..., Iterator[Item]]
+    provides: frozenset[str] | Callable[[ReaderConfig], frozenset[str]]
+    options: Callable[[ReaderConfig, frozenset[str], Any], dict] = lambda reader, reads, data: {}
+    files: bool = True
+
+    def roles(self, reader: ReaderConfig) -> frozenset[str]:
+        return self.provides(reader) if callable(self.provides) else frozenset(self.provides)
+
+
+FORMATS: dict[str, Format] = {
+    "lines": Format(read_lines, frozenset({TEXT})),
+    "records": Format(read_records, frozenset({TEXT}), lambda r, reads, d: {"separator": r.record_separator}),
+    "conllu": Format(read_conllu, frozenset({TEXT, TAGS}), lambda r, reads, d: {"tag_column": r.conllu_tag}),
+    "columns": Format(read_columns, frozenset({TEXT, TAGS}), lambda r, reads, d: {
+        "token_column": r.token_column, "tag_column": r.tag_column, "separator": r.separator}),
+    "slash_tagged": Format(read_slash_tagged, frozenset({TEXT, TAGS})),
+    "jsonl": Format(read_jsonl, frozenset({TEXT, LABEL}), lambda r, reads, d: {
+        "text_field": r.text_field, "label_field": r.label_field, "label_types": r.label_types}),
+    "tsv": Format(read_tsv, frozenset({TEXT, LABEL})),
+    "csv": Format(read_csv, _csv_provides, _csv_options),
+    "document": Format(read_document, frozenset({TEXT, LABEL}), files=False),  # class folders (dataset "folder")
+    "pairs": Format(read_pairs, frozenset({TEXT, TARGET})),
+    "cmudict": Format(read_cmudict, frozenset({TEXT, TARGET}), lambda r, reads, d: {"remove_stress": d.remove_stress},
+                      files=False),
 }

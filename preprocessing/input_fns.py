@@ -33,26 +33,34 @@ from preprocessing.manifest import DataError, load_manifest, rebuild_hint, split
 from preprocessing.vocab import BOS_ID, EOS_ID
 
 
-def read_split(data_dir: str | os.PathLike, split: str, task: str | None = None, *,
-               verify: bool = True) -> tf.data.Dataset:
-    """The split's examples in corpus order, parsed with the task's feature schema.
+def features_of(manifest: Any, data_dir) -> dict[str, str]:
+    """The feature spec the shards were written with (the manifest's ``features``)."""
+    spec = manifest.get("features")
+    if not spec:
+        raise DataError(f"{os.fspath(data_dir)}: the manifest records no feature spec (prepared by an older "
+                        f"rnnflow); {rebuild_hint(data_dir)}")
+    return schema.check_spec(spec)
+
+
+def read_split(data_dir: str | os.PathLike, split: str, *, verify: bool = True) -> tf.data.Dataset:
+    """The split's examples in corpus order, parsed with the manifest's feature spec.
 
     ``verify`` (default) first checks the split's shards against the manifest (DataError naming the
     file). Errors while iterating the returned dataset are TensorFlow's; :func:`iter_split` names the file.
     """
     manifest = load_manifest(data_dir)
-    task = task or manifest["task"]
+    spec = features_of(manifest, data_dir)
     if verify:
         verify_shards(data_dir, manifest, [split])
     paths = split_paths(data_dir, manifest, split)
     ds = tf.data.TFRecordDataset(paths, compression_type="GZIP")  # sequential: keeps file order
-    return ds.map(lambda s: schema.parse_example(task, s), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.map(lambda s: schema.parse_example(spec, s), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-def _read_shard(path: str, task: str, data_dir) -> Iterator[dict[str, np.ndarray]]:
+def _read_shard(path: str, spec: dict[str, str], data_dir) -> Iterator[dict[str, np.ndarray]]:
     """One shard's parsed examples; a TensorFlow read error becomes a DataError naming the file."""
     ds = tf.data.TFRecordDataset(path, compression_type="GZIP").map(
-        lambda s: schema.parse_example(task, s), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        lambda s: schema.parse_example(spec, s), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
     it = ds.as_numpy_iterator()
     while True:
@@ -72,7 +80,7 @@ def _count_mismatch(where: str, what: str, found: int, expected: int, data_dir) 
                      f"its manifest; {rebuild_hint(data_dir)}")
 
 
-def iter_split(data_dir: str | os.PathLike, split: str, task: str | None = None, *, verify: bool = True,
+def iter_split(data_dir: str | os.PathLike, split: str, *, verify: bool = True,
                manifest: dict[str, Any] | None = None) -> Iterator[dict[str, np.ndarray]]:
     """Yields the split's parsed examples in corpus order (numpy), checked against the manifest.
 
@@ -82,7 +90,7 @@ def iter_split(data_dir: str | os.PathLike, split: str, task: str | None = None,
     :func:`preprocessing.schema.example_length`) differ from the manifest's, or a split whose totals do.
     """
     manifest = manifest if manifest is not None else load_manifest(data_dir)
-    task = task or manifest["task"]
+    spec = features_of(manifest, data_dir)
     if verify:
         verify_shards(data_dir, manifest, [split])
     paths = split_paths(data_dir, manifest, split)
@@ -91,7 +99,7 @@ def iter_split(data_dir: str | os.PathLike, split: str, task: str | None = None,
     examples = tokens = 0
     for path in paths:
         n = t = 0
-        for ex in _read_shard(path, task, data_dir):
+        for ex in _read_shard(path, spec, data_dir):
             n += 1
             t += schema.example_length(ex)
             yield ex
@@ -110,7 +118,7 @@ def iter_split(data_dir: str | os.PathLike, split: str, task: str | None = None,
 def lm_token_stream(data_dir: str | os.PathLike, split: str, *, verify: bool = True) -> np.ndarray:
     """All ids of a language-model split, concatenated in corpus order (each line ends with ``<eos>``);
     verified and counted by :func:`iter_split`."""
-    chunks = [ex["ids"] for ex in iter_split(data_dir, split, "lm", verify=verify)]
+    chunks = [ex["ids"] for ex in iter_split(data_dir, split, verify=verify)]
     if not chunks:
         return np.zeros([0], np.int32)
     return np.concatenate(chunks).astype(np.int32)
@@ -206,7 +214,7 @@ def bptt_dataset_fn(
 
 
 
-# --------------------------------------------------------------------- tagging and classification
+# --------------------------------------------------------------------- example records (not LM streams)
 @dataclass
 class Examples:
     """A tagging, classification or seq2seq split in memory, in corpus order.
@@ -214,7 +222,9 @@ class Examples:
     ``ids[i]`` are the token ids of example ``i`` (seq2seq: its source ids); ``tags[i]`` its tag ids
     (tagging), ``labels[i]`` its label id (classification) or ``targets[i]`` its target ids without
     ``<bos>``/``<eos>`` (seq2seq); ``chars[i]`` (tagging with character features) a list of
-    character-id arrays, one per token.
+    character-id arrays, one per token. ``task`` names the task that prepared them (for messages);
+    batching (:func:`pad_batch`) follows the fields that are set, so a new task whose examples have
+    these shapes needs nothing here.
     """
 
     task: str
@@ -234,37 +244,37 @@ class Examples:
 
 def load_examples(data_dir: str | os.PathLike, split: str, with_chars: bool = False, *,
                   verify: bool = True) -> Examples:
-    """Reads a tagging / classification / seq2seq split into memory (corpus order); verified and
-    counted by :func:`iter_split`."""
+    """Reads a split of example records into memory (corpus order); verified and counted by
+    :func:`iter_split`. What the examples hold follows the manifest's feature spec: ``ids`` (or
+    ``source_ids`` and ``target_ids`` for pairs), ``tags`` (one per token), ``label`` (one per
+    example), and with ``with_chars`` the ``chars`` / ``char_lengths`` of every token."""
     manifest = load_manifest(data_dir)
+    spec = features_of(manifest, data_dir)
     task = manifest["task"]
-    if task not in ("tagging", "classification", "seq2seq"):
-        raise ValueError(f"{data_dir}: load_examples reads tagging, classification or seq2seq data, not {task!r}")
-    if task == "seq2seq":
-        sources, targets = [], []
-        for ex in iter_split(data_dir, split, task, verify=verify, manifest=manifest):
-            sources.append(ex["source_ids"].astype(np.int32))
-            targets.append(ex["target_ids"].astype(np.int32))
-        return Examples(task=task, ids=sources, targets=targets)
-    if with_chars and "chars" not in manifest:
+    if "ids" not in spec and "source_ids" not in spec:
+        raise ValueError(f"{data_dir}: load_examples reads example records (ids or source_ids), not {sorted(spec)}")
+    if with_chars and "chars" not in spec:
         raise ValueError(
             f"{data_dir}: the data has no character ids; prepare it with data.char_features: true"
         )
-    ids, tags, labels, chars = [], [], [], []
-    for ex in iter_split(data_dir, split, task, verify=verify, manifest=manifest):
-        ids.append(ex["ids"].astype(np.int32))
-        if task == "tagging":
+    pairs = "source_ids" in spec
+    ids, tags, labels, chars, targets = [], [], [], [], []
+    for ex in iter_split(data_dir, split, verify=verify, manifest=manifest):
+        ids.append(ex["source_ids" if pairs else "ids"].astype(np.int32))
+        if pairs:
+            targets.append(ex["target_ids"].astype(np.int32))
+        if "tags" in spec:
             tags.append(ex["tags"].astype(np.int32))
-            if with_chars:
-                bounds = np.concatenate([[0], np.cumsum(ex["char_lengths"])])
-                flat = ex["chars"].astype(np.int32)
-                chars.append([flat[bounds[k] : bounds[k + 1]] for k in range(len(bounds) - 1)])
-        else:
+        if "label" in spec:
             labels.append(int(ex["label"]))
+        if with_chars:
+            bounds = np.concatenate([[0], np.cumsum(ex["char_lengths"])])
+            flat = ex["chars"].astype(np.int32)
+            chars.append([flat[bounds[k] : bounds[k + 1]] for k in range(len(bounds) - 1)])
     return Examples(
-        task=task, ids=ids, tags=tags if task == "tagging" else None,
-        labels=np.array(labels, np.int32) if task == "classification" else None,
-        chars=chars if with_chars else None,
+        task=task, ids=ids, tags=tags if "tags" in spec else None,
+        labels=np.array(labels, np.int32) if "label" in spec else None,
+        chars=chars if with_chars else None, targets=targets if pairs else None,
     )
 
 
@@ -339,7 +349,7 @@ def pad_batch(examples: Examples, indices, max_length: int | None = None, max_ch
     for k, r in enumerate(rows):
         ids[k, : len(r)] = r
     batch = {"ids": ids}
-    if examples.task == "tagging":
+    if examples.tags is not None:
         tags = np.zeros_like(ids)
         for k, i in enumerate(indices):
             row = examples.tags[i][:max_length]
@@ -353,7 +363,7 @@ def pad_batch(examples: Examples, indices, max_length: int | None = None, max_ch
                 for j, w in enumerate(ws):
                     chars[k, j, : len(w)] = w
             batch["chars"] = chars
-    elif examples.task == "seq2seq":
+    elif examples.targets is not None:
         # decoder input: <bos> y; decoder target: y <eos> (defined here, once, for training and scoring)
         outs = [np.concatenate([examples.targets[i], [EOS_ID]]) for i in indices]
         u = bucket_length(max(len(o) for o in outs))
@@ -370,10 +380,10 @@ def pad_batch(examples: Examples, indices, max_length: int | None = None, max_ch
 
 
 def _signature(examples: Examples) -> dict[str, tf.TensorSpec]:
-    if examples.task == "seq2seq":
+    if examples.targets is not None:
         return {k: tf.TensorSpec([None, None], tf.int32) for k in ("source_ids", "target_in", "target_out")}
     spec = {"ids": tf.TensorSpec([None, None], tf.int32)}
-    if examples.task == "tagging":
+    if examples.tags is not None:
         spec["tags"] = tf.TensorSpec([None, None], tf.int32)
         if examples.chars is not None:
             spec["chars"] = tf.TensorSpec([None, None, None], tf.int32)

@@ -14,8 +14,6 @@ from preprocessing.vocab import Vocabulary
 
 MANIFEST_NAME = "manifest.json"
 CHUNK_SIZE = 1 << 20
-# Keys of the manifest whose value describes one file ``{"path", "size", "sha256"}`` (vocabularies).
-FILE_KEYS = ("vocab", "labels", "chars", "target_vocab")
 
 
 class DataError(ValueError):
@@ -35,8 +33,9 @@ def manifest_fingerprint(manifest: dict[str, Any]) -> str:
 REQUIRED_KEYS = ("task", "dataset", "sources", "tokenizer", "vocab", "splits", "rejected", "config", "fingerprint")
 
 
-# The files a manifest may record (``{"path", "size", "sha256"}``), relative to its directory.
-FILE_KEYS = ("vocab", "labels", "chars", "target_vocab")
+# The files a manifest may record (``{"path", "size", "sha256"}``), relative to its directory:
+# vocabularies, label sets and the labels of valid/test items unseen in training.
+FILE_KEYS = ("vocab", "labels", "chars", "target_vocab", "unseen_labels")
 
 
 class Manifest(Mapping[str, Any]):

@@ -1,15 +1,18 @@
-"""The TFRecord feature schema, defined once per task, and the shard file names.
+"""The TFRecord feature schema and the shard file names.
 
 Every record is a serialized ``tf.train.Example`` whose features are all int64: ``"sequence"``
-features hold any number of values, ``"scalar"`` features exactly one. The Beam prepare job writes
-records with :func:`encode_example`; the tf.data input reads them with :func:`parse_example`.
+features hold any number of values, ``"scalar"`` features exactly one. A task (``pipelines.tasks``)
+says which features its records hold as a *spec* ``{name: "sequence" | "scalar"}``; the prepare job
+writes records with :func:`encode_example` and records the spec in the manifest (``features``), and
+the tf.data input reads them back with :func:`parse_example` and that spec, so reading needs no task
+code.
 
 Shards are GZIP-compressed TFRecord files named ``<split>-NNNNN-of-NNNNN.tfrecord.gz``.
 
 Example:
 
->>> data = encode_example("lm", {"ids": [5, 6, 3]})
->>> parse_example("lm", data)["ids"].numpy().tolist()
+>>> spec = {"ids": SEQUENCE}
+>>> parse_example(spec, encode_example(spec, {"ids": [5, 6, 3]}))["ids"].numpy().tolist()
 [5, 6, 3]
 """
 
@@ -22,52 +25,41 @@ import tensorflow as tf
 
 # Bumped whenever the on-disk layout or the meaning of a feature changes; part of the prepare job's
 # fingerprint, so a changed schema never reuses old prepared data.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: the manifest records the feature spec; unseen labels get ids >= the label set's size
 
 SEQUENCE, SCALAR = "sequence", "scalar"
+KINDS = (SEQUENCE, SCALAR)
 
-TASK_FEATURES: dict[str, dict[str, str]] = {
-    "lm": {"ids": SEQUENCE},
-    "tagging": {"ids": SEQUENCE, "tags": SEQUENCE},
-    "classification": {"ids": SEQUENCE, "label": SCALAR},
-    "seq2seq": {"source_ids": SEQUENCE, "target_ids": SEQUENCE},
-}
-
-# Features a task's records may carry; parsing always returns them (empty sequences when absent).
-# Tagging with character features: ``chars`` holds the character ids of every token, concatenated,
-# and ``char_lengths`` the number of characters of each token (one value per token).
-OPTIONAL_FEATURES: dict[str, dict[str, str]] = {
-    "tagging": {"chars": SEQUENCE, "char_lengths": SEQUENCE},
-}
+Features = Mapping[str, str]
 
 COMPRESSION = "GZIP"
 SHARD_SUFFIX = ".tfrecord.gz"
 SPLITS = ("train", "valid", "test")
 
 
-def _features(task: str, optional: bool = False) -> dict[str, str]:
-    try:
-        features = TASK_FEATURES[task]
-    except KeyError:
-        raise ValueError(f"unknown task {task!r}; known tasks: {sorted(TASK_FEATURES)}") from None
-    return {**features, **OPTIONAL_FEATURES.get(task, {})} if optional else features
+def check_spec(spec: Features) -> dict[str, str]:
+    """``spec`` as a plain dict, or a ValueError naming the bad entry."""
+    if not isinstance(spec, Mapping) or not spec:
+        raise ValueError(f"a feature spec is a non-empty mapping of name -> {' | '.join(KINDS)}, got {spec!r}")
+    for key, kind in spec.items():
+        if not isinstance(key, str) or kind not in KINDS:
+            raise ValueError(f"feature {key!r}: kind must be one of {KINDS}, got {kind!r}")
+    return dict(spec)
 
 
-def encode_example(task: str, features: Mapping[str, Any]) -> bytes:
-    """Serializes one example of ``task`` (deterministic bytes: map keys are sorted).
+def encode_example(spec: Features, features: Mapping[str, Any]) -> bytes:
+    """Serializes one example with exactly the features of ``spec`` (deterministic bytes: map keys are sorted).
 
     Args:
-        task: a key of :data:`TASK_FEATURES`.
-        features: the task's keys (and any of its optional ones); sequences are iterables of ints,
-            scalars one int.
+        spec: ``{name: kind}``; sequences are iterables of ints, scalars one int.
+        features: the values, one per name of ``spec``.
     """
-    required = _features(task)
-    spec = {k: kind for k, kind in _features(task, optional=True).items() if k in required or k in features}
-    missing = sorted(set(required) - set(features))
+    spec = check_spec(spec)
+    missing = sorted(set(spec) - set(features))
     extra = sorted(set(features) - set(spec))
     if missing or extra:
         raise ValueError(
-            f"task {task!r} takes features {sorted(spec)}; "
+            f"the schema takes features {sorted(spec)}; "
             + (f"missing {missing}" if missing else "")
             + ("; " if missing and extra else "")
             + (f"unexpected {extra}" if extra else "")
@@ -78,31 +70,31 @@ def encode_example(task: str, features: Mapping[str, Any]) -> bytes:
         if kind == SCALAR:
             arr = np.asarray(value)
             if arr.ndim != 0:
-                raise ValueError(f"feature {key!r} of task {task!r} is a scalar, got shape {arr.shape}")
+                raise ValueError(f"feature {key!r} is a scalar, got shape {arr.shape}")
             values = [int(arr)]
         else:
             arr = np.asarray(value, dtype=np.int64)
             if arr.ndim != 1:
-                raise ValueError(f"feature {key!r} of task {task!r} is a 1-D sequence, got shape {arr.shape}")
+                raise ValueError(f"feature {key!r} is a 1-D sequence, got shape {arr.shape}")
             values = arr.tolist()
         feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=values))
     example = tf.train.Example(features=tf.train.Features(feature=feature))
     return example.SerializeToString(deterministic=True)
 
 
-def feature_spec(task: str, batched: bool = False) -> dict[str, Any]:
-    """The ``tf.io`` parsing spec for ``task`` (optional features included); ``batched=True`` gives ragged sequences."""
-    spec = {}
-    for key, kind in _features(task, optional=True).items():
+def feature_spec(spec: Features, batched: bool = False) -> dict[str, Any]:
+    """The ``tf.io`` parsing spec of ``spec``; ``batched=True`` gives ragged sequences."""
+    out = {}
+    for key, kind in check_spec(spec).items():
         if kind == SCALAR:
-            spec[key] = tf.io.FixedLenFeature([], tf.int64)
+            out[key] = tf.io.FixedLenFeature([], tf.int64)
         else:
-            spec[key] = tf.io.RaggedFeature(tf.int64) if batched else tf.io.VarLenFeature(tf.int64)
-    return spec
+            out[key] = tf.io.RaggedFeature(tf.int64) if batched else tf.io.VarLenFeature(tf.int64)
+    return out
 
 
-def parse_example(task: str, serialized) -> dict[str, tf.Tensor]:
-    """Parses serialized examples of ``task`` (graph-safe).
+def parse_example(spec: Features, serialized) -> dict[str, tf.Tensor]:
+    """Parses serialized examples written with ``spec`` (graph-safe).
 
     A scalar ``serialized`` gives dense 1-D int64 sequences and int64 scalars; a 1-D batch gives
     ``tf.RaggedTensor`` sequences ``[batch, (len)]`` and ``[batch]`` scalars.
@@ -110,12 +102,12 @@ def parse_example(task: str, serialized) -> dict[str, tf.Tensor]:
     serialized = tf.convert_to_tensor(serialized, dtype=tf.string)
     rank = serialized.shape.rank
     if rank == 0:
-        parsed = tf.io.parse_single_example(serialized, feature_spec(task))
+        parsed = tf.io.parse_single_example(serialized, feature_spec(spec))
         return {
             k: tf.sparse.to_dense(v) if isinstance(v, tf.SparseTensor) else v for k, v in parsed.items()
         }
     if rank == 1:
-        return tf.io.parse_example(serialized, feature_spec(task, batched=True))
+        return tf.io.parse_example(serialized, feature_spec(spec, batched=True))
     raise ValueError(f"parse_example takes a scalar or 1-D string tensor, got shape {serialized.shape}")
 
 

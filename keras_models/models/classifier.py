@@ -140,7 +140,7 @@ class RNNClassifier(keras.Model):
         return ops.cast(self.output_layer(x), "float32")
 
     def loss_sum(self, ids, labels, training=None):
-        """``(summed cross-entropy over the texts, number of texts)``, both float32 scalars.
+        """``(summed cross-entropy over the scored texts, number of scored texts)``, both float32 scalars.
 
         Args:
             ids: ``[batch, time]`` int token ids, right-padded with 0.
@@ -148,11 +148,17 @@ class RNNClassifier(keras.Model):
             training: whether dropout is active.
 
         ``loss / count`` is the per-text loss; sums of both can be all-reduced across replicas (see
-        ``keras_models.training``).
+        ``keras_models.training``). A gold label ``>= num_classes`` (a label unseen in training, kept
+        in valid / test splits) cannot be predicted and has no score: that text is left out of the
+        sum and of the count. Training data never holds such labels; with none, the sums are exactly
+        those of the plain formula.
         """
         logits = self(ids, training=training)
-        xent = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
-        return ops.sum(ops.cast(xent, "float32")), ops.cast(ops.shape(labels)[0], "float32")
+        labels = ops.convert_to_tensor(labels)
+        scored = ops.less(labels, self.num_classes)
+        xent = keras.losses.sparse_categorical_crossentropy(ops.where(scored, labels, 0), logits, from_logits=True)
+        xent = ops.cast(xent, "float32")
+        return ops.sum(ops.where(scored, xent, ops.zeros_like(xent))), ops.sum(ops.cast(scored, "float32"))
 
     def get_config(self):
         config = super().get_config()

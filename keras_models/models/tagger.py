@@ -200,23 +200,34 @@ class RNNTagger(keras.Model):
 
     # -- loss and decoding --------------------------------------------------------------------------
     def loss_sum(self, inputs, tags, training=None):
-        """``(summed loss over the real tokens, number of real tokens)``, both float32 scalars.
+        """``(summed loss over the scored tokens, number of scored tokens)``, both float32 scalars.
 
         Without a CRF, the token cross-entropy of the emission scores summed over the real tokens;
         with one, the negative CRF log-likelihood summed over the sequences. Either way the count is
-        the number of real tokens, so ``loss / count`` is a per-token loss and sums of both can be
-        all-reduced across replicas (see ``keras_models.training``). Tags at padding are ignored
+        the number of tokens in the sum, so ``loss / count`` is a per-token loss and sums of both can
+        be all-reduced across replicas (see ``keras_models.training``). Tags at padding are ignored
         (any value).
+
+        A gold tag ``>= num_tags`` (a tag unseen in training, kept in valid / test splits) cannot be
+        predicted and has no score, so it is left out of the loss and of the count: without a CRF
+        that token alone is left out; with a CRF the whole sentence holding it is left out (its
+        likelihood needs a complete path of known tags), its loss and all its tokens. Training data
+        never holds such tags; with none, the sums are exactly those of the plain formula.
         """
         logits = self(inputs, training=training)
         mask = self.compute_mask_from(inputs)
-        tags = ops.where(mask, ops.cast(tags, "int32"), 0)
-        count = ops.sum(ops.cast(mask, "float32"))
+        tags = ops.cast(tags, "int32")
+        scored = ops.logical_and(mask, ops.less(tags, self.num_tags))  # real tokens with a known gold tag
+        tags = ops.where(scored, tags, 0)
         if self.crf is not None:
-            log_likelihood = self.crf.log_likelihood(logits, tags, mask)
-            return -ops.sum(ops.cast(log_likelihood, "float32")), count
+            # A sentence counts only when every real token's tag is known.
+            whole = ops.all(ops.logical_or(scored, ops.logical_not(mask)), axis=1)  # [batch]
+            count = ops.sum(ops.cast(ops.logical_and(mask, whole[:, None]), "float32"))
+            log_likelihood = ops.cast(self.crf.log_likelihood(logits, tags, mask), "float32")
+            return -ops.sum(ops.where(whole, log_likelihood, ops.zeros_like(log_likelihood))), count
+        count = ops.sum(ops.cast(scored, "float32"))
         xent = keras.losses.sparse_categorical_crossentropy(tags, logits, from_logits=True)
-        return ops.sum(ops.where(mask, xent, ops.zeros_like(xent))), count
+        return ops.sum(ops.where(scored, xent, ops.zeros_like(xent))), count
 
     def predict_tags(self, inputs):
         """The best tags ``[batch, time]`` int32 (argmax, or Viterbi with a CRF); 0 at padding."""

@@ -7,7 +7,7 @@ Modules: :mod:`~pipelines.beam.names` (metrics namespace, output tags, file name
 :mod:`~pipelines.beam.splits` (``AssignSplit``, ``TakeFirstPerSplit``),
 :mod:`~pipelines.beam.tokenization` (``TokenizeLines``), :mod:`~pipelines.beam.vocabulary`
 (``CountTokens``, ``BuildVocabulary``, ``CountLabels``, ``BuildLabelSet``, ``CountCharacters``,
-``WriteVocabulary``), :mod:`~pipelines.beam.encode` (``EncodeForLM``, ``EncodeExamples``),
+``WriteVocabulary``), :mod:`~pipelines.beam.encode` (``EncodeForLM``, ``EncodeLabelled``, ``EncodePairs``, ``UnseenLabels``),
 :mod:`~pipelines.beam.stats` (``SummarizeSplits``), :mod:`~pipelines.beam.shards` (``WriteShards``),
 :mod:`~pipelines.beam.summary` (``WriteSummary``).
 
@@ -22,7 +22,7 @@ Element shapes (plain dicts, so that any runner can encode them with its default
 * rejected record: ``{"index", "split", "source", "line", "reason", "detail", "text"}``; reasons:
   ``REJECT_REASONS`` in :mod:`~pipelines.beam.rejects`, the readers' (``pipelines/readers.py``) for
   unreadable input.
-* encoded record (``EncodeForLM``, ``EncodeExamples``): ``{"index", "split", "features":
+* encoded record (``EncodeForLM``, ``EncodeLabelled``, ``EncodePairs``, ``UnseenLabels``): ``{"index", "split", "features":
   {schema key: ids}, "unk": int, "labels": list[str]}`` (``labels``: the tags or the label, for the
   per-split label counts).
 

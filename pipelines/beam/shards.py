@@ -18,10 +18,10 @@ from preprocessing.manifest import file_digest
 log = logging.getLogger(__name__)
 
 
-def _key_by_shard(record, summaries, task):
+def _key_by_shard(record, summaries, features):
     summary = summaries[record["split"]]
     shard = bisect.bisect_right(summary["boundaries"], record["index"]) - 1
-    serialized = schema.encode_example(task, record["features"])
+    serialized = schema.encode_example(features, record["features"])
     length = schema.example_length(record["features"])
     return (record["split"], shard, summary["num_shards"]), (record["index"], serialized, length)
 
@@ -56,19 +56,19 @@ class WriteShards(beam.PTransform):
     Args:
         output_dir: directory to write into (``tf.io.gfile`` path).
         summaries: the ``(split, summary)`` PCollection from :class:`~pipelines.beam.stats.SummarizeSplits`.
-        task: schema task of the records (their ``features`` follow ``schema.TASK_FEATURES[task]``).
+        features: the records' feature spec (``{name: kind}``, :mod:`preprocessing.schema`), from the task.
     """
 
-    def __init__(self, output_dir: str, summaries, task: str = "lm"):
+    def __init__(self, output_dir: str, summaries, features):
         super().__init__()
         self.output_dir = output_dir
         self.summaries = summaries
-        self.task = task
+        self.features = schema.check_spec(features)
 
     def expand(self, encoded):
         return (
             encoded
-            | "KeyByShard" >> beam.Map(_key_by_shard, beam.pvalue.AsDict(self.summaries), self.task)
+            | "KeyByShard" >> beam.Map(_key_by_shard, beam.pvalue.AsDict(self.summaries), self.features)
             | "GroupByShard" >> beam.GroupByKey()
             | "WriteShard" >> beam.ParDo(WriteShardDoFn(self.output_dir))
         )

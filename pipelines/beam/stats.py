@@ -26,10 +26,12 @@ def num_shards_for(tokens: int, examples: int, requested: int, tokens_per_shard:
 
 
 class SplitSummaryFn(beam.CombineFn):
-    """Per-split stats and contiguous shard boundaries, from ``(index, length, unk, labels)`` values.
+    """Per-split stats and contiguous shard boundaries, from ``(index, length, unk, labels[, unseen])`` values.
 
     Output: ``{"examples", "tokens", "unk_tokens", "oov_rate", "length_histogram", "label_counts",
-    "num_shards", "boundaries"}`` where ``label_counts`` counts tags / labels (empty for LM), ``tokens`` counts every id written (``<eos>`` included), ``oov_rate`` is
+    "unseen", "num_shards", "boundaries"}`` where ``label_counts`` counts tags / labels (empty for LM),
+    ``unseen`` is ``{"examples": records holding a label unseen in training, "labels": {name: count}}``,
+    ``tokens`` counts every id written (``<eos>`` included), ``oov_rate`` is
     ``unk_tokens / tokens``, and ``boundaries[k]`` is the ``index`` of shard ``k``'s first record
     (shards hold equal numbers of consecutive records, up to one).
     """
@@ -39,10 +41,15 @@ class SplitSummaryFn(beam.CombineFn):
         self.tokens_per_shard = tokens_per_shard
 
     def create_accumulator(self):
-        return [0, 0, {}, [], {}]  # tokens, unk, histogram {bucket: n}, indices, label counts
+        return [0, 0, {}, [], {}, 0, {}]  # tokens, unk, histogram {bucket: n}, indices, label counts, unseen
 
     def add_input(self, acc, value):
-        index, length, unk, labels = value
+        index, length, unk, labels = value[:4]
+        unseen = value[4] if len(value) > 4 else ()
+        if unseen:
+            acc[5] += 1
+            for label in unseen:
+                acc[6][label] = acc[6].get(label, 0) + 1
         acc[0] += length
         acc[1] += unk
         bucket = length_bucket(length)
@@ -62,10 +69,13 @@ class SplitSummaryFn(beam.CombineFn):
             out[3].extend(acc[3])
             for label, n in acc[4].items():
                 out[4][label] = out[4].get(label, 0) + n
+            out[5] += acc[5]
+            for label, n in acc[6].items():
+                out[6][label] = out[6].get(label, 0) + n
         return out
 
     def extract_output(self, acc):
-        tokens, unk, hist, indices, label_counts = acc
+        tokens, unk, hist, indices, label_counts, unseen_examples, unseen = acc
         indices = sorted(indices)
         examples = len(indices)
         k = num_shards_for(tokens, examples, self.num_shards, self.tokens_per_shard)
@@ -76,6 +86,7 @@ class SplitSummaryFn(beam.CombineFn):
             "oov_rate": (unk / tokens) if tokens else 0.0,
             "length_histogram": {f"{b}-{2 * b - 1}": hist[b] for b in sorted(hist)},
             "label_counts": dict(sorted(label_counts.items())),
+            "unseen": {"examples": unseen_examples, "labels": dict(sorted(unseen.items()))},
             "num_shards": k,
             "boundaries": [indices[(s * examples) // k] for s in range(k)],
         }
@@ -98,6 +109,7 @@ class SummarizeSplits(beam.PTransform):
         return (
             encoded
             | "KeyBySplit"
-            >> beam.Map(lambda r: (r["split"], (r["index"], _length(r["features"]), r["unk"], r["labels"])))
+            >> beam.Map(lambda r: (r["split"], (r["index"], _length(r["features"]), r["unk"], r["labels"],
+                                                r.get("unseen", []))))
             | "Summarize" >> beam.CombinePerKey(SplitSummaryFn(self.num_shards, self.tokens_per_shard))
         )

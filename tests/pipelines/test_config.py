@@ -153,3 +153,71 @@ def test_choice_lists_come_from_the_registries(monkeypatch):
     assert parse_config({"name": "x", "model": {"cell": "mycell"}}).model.cell == "mycell"
     assert parse_config({"name": "x", "data": {"dataset": "cmudict"}, "model": {"attention": "luong"}})
     assert parse_config({"name": "x", "data": {"dataset": "bbc"}, "model": {"pooling": "min"}})
+
+
+def test_data_task_defaults_to_the_task_that_reads_most_of_what_the_format_provides():
+    from pipelines import tasks
+    from pipelines.config import CORPORA, FILE_ALIASES, dataset_formats, file_datasets
+
+    cases = {  # dataset (+ reader options) -> (format, provides, default task)
+        ("ptb", ()): ("lines", {"text"}, "lm"),
+        ("text", ()): ("lines", {"text"}, "lm"),
+        ("records", ()): ("records", {"text"}, "lm"),
+        ("twt", ()): ("conllu", {"text", "tags"}, "tagging"),
+        ("conllu", ()): ("conllu", {"text", "tags"}, "tagging"),
+        ("slash_tagged", ()): ("slash_tagged", {"text", "tags"}, "tagging"),
+        ("bbc", ()): ("document", {"text", "label"}, "classification"),
+        ("jsonl", ()): ("jsonl", {"text", "label"}, "classification"),
+        ("csv", ()): ("csv", {"text", "label"}, "classification"),
+        ("csv", (("target_field", "y"),)): ("csv", {"text", "target"}, "seq2seq"),
+        ("cmudict", ()): ("cmudict", {"text", "target"}, "seq2seq"),
+    }
+    for (dataset, reader), (fmt, provides, task) in cases.items():
+        files = ["a"] if dataset in file_datasets() else []
+        data = DataConfig(dataset=dataset, files=files, reader=dict(reader))
+        assert (data.format, data.provides, data.task) == (fmt, provides, task), dataset
+        assert tasks.default_for(data.provides).name == task
+    assert set(CORPORA) <= set(dataset_formats()) and set(FILE_ALIASES) <= set(file_datasets())
+    assert not set(CORPORA) & set(file_datasets())
+    # the model and the promotion metric follow the task
+    for dataset, model, metric, greater in [("ptb", "lm", "val_perplexity", False),
+                                            ("twt", "tagger", "val_accuracy", True),
+                                            ("bbc", "classifier", "val_accuracy", True),
+                                            ("cmudict", "seq2seq", "val_wer", False)]:
+        config = parse_config({"name": "x", "data": {"dataset": dataset}})
+        task = tasks.get(config.data.task)
+        assert (config.model.type, task.model_type) == (model, model)
+        assert (task.metric, task.greater_is_better) == (metric, greater)
+        assert (config.tracking.metric, config.tracking.greater_is_better) == (metric, greater)
+
+
+def test_any_task_whose_needs_the_format_provides_is_accepted():
+    # a language model over the words of a tagged or labelled corpus, or over one side of pairs
+    for dataset in ("conllu", "jsonl", "tsv", "slash_tagged", "csv"):
+        data = DataConfig(dataset=dataset, files=["a"], task="lm")
+        assert data.task == "lm" and data.format == dataset
+    assert DataConfig(dataset="twt", task="lm").format == "conllu"
+    assert DataConfig(dataset="cmudict", task="lm").format == "cmudict"
+    config = parse_config({"name": "x", "data": {"dataset": "conllu", "files": ["a"], "task": "lm"}})
+    assert config.model.type == "lm" and config.tracking.metric == "val_perplexity"
+
+
+@pytest.mark.parametrize("dataset, reader, task, needs, provides, missing, fits", [
+    ("text", {}, "tagging", "tags, text", "text", "tags", "lm"),
+    ("ptb", {}, "classification", "label, text", "text", "label", "lm"),
+    ("conllu", {}, "classification", "label, text", "tags, text", "label", "lm, tagging"),
+    ("jsonl", {}, "seq2seq", "target, text", "label, text", "target", "lm, classification"),
+    ("csv", {"target_field": "y"}, "classification", "label, text", "target, text", "label", "lm, seq2seq"),
+])
+def test_a_task_the_format_cannot_feed_is_an_error_naming_needs_and_provides(dataset, reader, task, needs, provides,
+                                                                             missing, fits):
+    import re
+
+    raw = {"name": "x", "data": {"dataset": dataset, "task": task, "reader": reader}}
+    if dataset not in ("ptb",):
+        raw["data"]["files"] = ["a"]
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw)
+    message = str(err.value)
+    assert f"data.task {task!r} needs {needs}, but data.dataset {dataset!r}" in message
+    assert re.search(rf"provides {provides} \(missing {missing}\); tasks it can feed: {fits}", message), message

@@ -85,7 +85,7 @@ def _files(directory):
 
 def _read_split(data_dir, manifest, split):
     paths = [os.path.join(data_dir, s) for s in sorted(manifest["splits"][split]["shards"])]
-    ds = tf.data.TFRecordDataset(paths, compression_type="GZIP").map(lambda s: schema.parse_example("lm", s))
+    ds = tf.data.TFRecordDataset(paths, compression_type="GZIP").map(lambda s: schema.parse_example({"ids": schema.SEQUENCE}, s))
     return [ex["ids"].numpy().tolist() for ex in ds]
 
 

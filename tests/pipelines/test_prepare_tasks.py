@@ -16,7 +16,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines import datasets, prepare
 from pipelines.beam.dedupe import DropDuplicates
-from pipelines.beam.encode import EncodeExamples, EncodeExamplesDoFn
+from pipelines.beam.encode import EncodeLabelled, UnseenLabels, unseen_labels
 from pipelines.beam.names import TAGS_FILE
 from pipelines.beam.rejects import SplitRejected
 from pipelines.beam.runners import local_runner
@@ -211,7 +211,8 @@ def test_no_training_labels_reject_every_record_for_the_empty_corpus_error():
         labels = p | beam.Create(records) | CountLabels("train") | BuildLabelSet("tags")
         assert_that(labels, equal_to([None]), label="NoLabelSet")
         out = (p | "Records" >> beam.Create(records)
-               | EncodeExamples("tagging", p | "Vocab" >> beam.Create([VOCAB]), labels))
+               | EncodeLabelled("tags", True, "unknown_tag", p | "Vocab" >> beam.Create([VOCAB]), labels,
+                                p | "Unseen" >> beam.Create([None])))
         assert_that(out.accepted, equal_to([]), label="NoneAccepted")
         assert_that(out.rejected | beam.Map(lambda r: (r["reason"], "empty" in r["detail"])),
                     equal_to([("unknown_tag", True)]), label="Rejected")
@@ -228,16 +229,23 @@ CHARS = Vocabulary.from_counts({"t": 3, "a": 2, "c": 1, "e": 1, "h": 1})  # t=4 
 TAGS = LabelSet.from_labels(["VERB", "DET", "NOUN"])  # DET=0 NOUN=1 VERB=2
 
 
+ENCODE_ARGS = {"tagging": ("tags", True, "unknown_tag"), "classification": ("label", False, "unknown_label")}
+
+
 def _encode(task, records, labels, chars=None):
+    """The tagging / classification encode step over ``records``; the unseen labels are computed from
+    them as in the prepare job (every split's labels that the training label set lacks)."""
     p = _pipeline()
     vocab = p | "Vocab" >> beam.Create([VOCAB])
     label_set = p | "Labels" >> beam.Create([labels])
     char_vocab = p | "Chars" >> beam.Create([chars]) if chars is not None else None
-    out = p | "Records" >> beam.Create(records) | EncodeExamples(task, vocab, label_set, char_vocab)
+    recs = p | "Records" >> beam.Create(records)
+    unseen = recs | "CountAll" >> CountLabels(None) | UnseenLabels(label_set)
+    out = recs | EncodeLabelled(*ENCODE_ARGS[task], vocab, label_set, unseen, char_vocab)
     return p, out
 
 
-def test_encode_examples_tagging_with_characters_and_unknown_tags():
+def test_encode_tagging_with_characters_keeps_tags_unseen_in_training():
     records = [
         _sent(1, "train", ["the", "cat", "sat"], ["DET", "NOUN", "VERB"]),
         _sent(2, "test", ["cat", "dog"], ["NOUN", "NOUN"]),
@@ -248,21 +256,20 @@ def test_encode_examples_tagging_with_characters_and_unknown_tags():
         assert_that(
             out.accepted,
             equal_to([
-                {"index": (0, 1), "split": "train", "unk": 0, "labels": ["DET", "NOUN", "VERB"],
+                {"index": (0, 1), "split": "train", "unk": 0, "labels": ["DET", "NOUN", "VERB"], "unseen": [],
                  "features": {"ids": [4, 5, 6], "tags": [0, 1, 2],
                               "chars": [4, 8, 7, 6, 5, 4, UNK_ID, 5, 4], "char_lengths": [3, 3, 3]}},
-                {"index": (0, 2), "split": "test", "unk": 1, "labels": ["NOUN", "NOUN"],
+                {"index": (0, 2), "split": "test", "unk": 1, "labels": ["NOUN", "NOUN"], "unseen": [],
                  "features": {"ids": [5, UNK_ID], "tags": [1, 1],
                               "chars": [6, 5, 4, UNK_ID, UNK_ID, UNK_ID], "char_lengths": [3, 3]}},
+                # ADJ is not a training tag: kept, with the first id past the training set's 3 (never predicted)
+                {"index": (0, 3), "split": "valid", "unk": 1, "labels": ["DET", "ADJ"], "unseen": ["ADJ"],
+                 "features": {"ids": [4, UNK_ID], "tags": [0, 3],
+                              "chars": [4, 8, 7, UNK_ID, UNK_ID], "char_lengths": [3, 2]}},
             ]),
             label="accepted",
         )
-        assert_that(
-            out.rejected,
-            equal_to([{"index": (0, 3), "split": "valid", "source": "s.conllu", "line": 3, "reason": "unknown_tag",
-                       "detail": "tag(s) ['ADJ'] not in the training split's 3", "text": "the ox"}]),
-            label="rejected",
-        )
+        assert_that(out.rejected, equal_to([]), label="rejected")
 
 
 def test_encode_examples_tagging_without_characters():
@@ -273,7 +280,7 @@ def test_encode_examples_tagging_without_characters():
         assert_that(out.rejected, equal_to([]), label="rejected")
 
 
-def test_encode_examples_classification_and_unknown_label():
+def test_encode_classification_keeps_labels_unseen_in_training():
     labels = LabelSet.from_labels(["sport", "business"])  # business=0 sport=1
     records = [
         dict(_doc("d.jsonl", 1, None, "sport", "train"), tokens=["the", "cat"]),
@@ -287,23 +294,23 @@ def test_encode_examples_classification_and_unknown_label():
             out.accepted,
             equal_to([
                 {"index": (0, 1), "split": "train", "features": {"ids": [4, 5], "label": 1}, "unk": 0,
-                 "labels": ["sport"]},
+                 "labels": ["sport"], "unseen": []},
                 {"index": (0, 2), "split": "valid", "features": {"ids": [UNK_ID, 6], "label": 0}, "unk": 1,
-                 "labels": ["business"]},
+                 "labels": ["business"], "unseen": []},
+                # weather is no training label: kept with id 2 (= the 2 training labels + its index 0)
+                {"index": (0, 3), "split": "test", "features": {"ids": [4, 6], "label": 2}, "unk": 0,
+                 "labels": ["weather"], "unseen": ["weather"]},
             ]),
             label="accepted",
         )
-        assert_that(
-            out.rejected | beam.Map(lambda r: (r["line"], r["split"], r["reason"], r["detail"], r["text"])),
-            equal_to([(3, "test", "unknown_label", "label(s) ['weather'] not in the training split's 2",
-                       "the sat")]),
-            label="rejected",
-        )
+        assert_that(out.rejected, equal_to([]), label="rejected")
 
 
-def test_encode_examples_refuses_other_tasks():
-    with pytest.raises(ValueError, match="not 'lm'"):
-        EncodeExamplesDoFn("lm")
+def test_unseen_labels_are_sorted_and_none_when_every_label_was_seen():
+    known = LabelSet.from_labels(["a", "b"])
+    assert unseen_labels([("z", 1), ("a", 3), ("c", 2)], known).labels == ["c", "z"]
+    assert unseen_labels([("a", 1), ("b", 2)], known) is None
+    assert unseen_labels([("a", 1)], None).labels == ["a"]
 
 
 def test_summarize_splits_counts_labels_per_split():
@@ -405,11 +412,9 @@ def conllu_prepared(tmp_path_factory):
         elif item == 9:  # test: a token no training sentence has
             tokens, tags = ["The", "zebra", "sleeps"], ["DET", "NOUN", "VERB"]
             add(["# sent_id = s9"] + [_word(i + 1, t, g) for i, (t, g) in enumerate(zip(tokens, tags))])
-        elif item == 18:  # valid: a tag no training sentence has
-            block = [_word(1, "Wow", "INTJ"), _word(2, "cats", "NOUN")]
-            first = add(block)
-            rejected.append((first, "unknown_tag"))
-            continue
+        elif item == 18:  # valid: a tag no training sentence has (kept; scored as wrong)
+            tokens, tags = ["Wow", "cats"], ["INTJ", "NOUN"]
+            add([_word(1, "Wow", "INTJ"), _word(2, "cats", "NOUN")])
         else:
             add([_word(i + 1, t, g) for i, (t, g) in enumerate(zip(tokens, tags))])
         good[split].append(([unicodedata.normalize("NFKC", t) for t in tokens], tags))
@@ -436,7 +441,12 @@ def test_conllu_manifest_and_tag_set(conllu_prepared):
         tag_counts = collections.Counter(t for _, tags in good[split] for t in tags)
         assert s["label_counts"] == dict(sorted(tag_counts.items()))
         assert s["tokens"] == sum(len(tokens) for tokens, _ in good[split])
-    assert [s["examples"] for s in manifest["splits"].values()] == [12, 1, 2]
+    assert [s["examples"] for s in manifest["splits"].values()] == [12, 2, 2]
+    # the valid sentence with INTJ (no training sentence has it) is kept and counted
+    assert manifest["splits"]["valid"]["unseen"] == {"examples": 1, "labels": {"INTJ": 1}}
+    assert manifest["splits"]["train"]["unseen"] == manifest["splits"]["test"]["unseen"] == {"examples": 0, "labels": {}}
+    assert manifest["unseen_labels"]["path"] == "vocab/unseen_tags.txt"
+    assert (data_dir / "vocab" / "unseen_tags.txt").read_text(encoding="utf-8") == "INTJ\n"
 
 
 def test_conllu_rejected_sentences_name_file_line_and_reason(conllu_prepared):
@@ -444,16 +454,13 @@ def test_conllu_rejected_sentences_name_file_line_and_reason(conllu_prepared):
     manifest = prepare.load_manifest(data_dir)
     rows = _rejected_rows(data_dir)
     assert [(r["source"], r["line"], r["reason"]) for r in rows] == [(path, line, reason) for line, reason in rejected]
-    assert manifest["rejected"]["count"] == 5
-    assert manifest["rejected"]["by_reason"] == {"bad_columns": 1, "empty": 1, "invalid_utf8": 1, "missing_tag": 1,
-                                                 "unknown_tag": 1}
+    assert manifest["rejected"]["count"] == 4  # the sentence with a tag unseen in training is kept
+    assert manifest["rejected"]["by_reason"] == {"bad_columns": 1, "empty": 1, "invalid_utf8": 1, "missing_tag": 1}
     by_reason = {r["reason"]: r for r in rows}
     assert by_reason["bad_columns"]["detail"] == f"line {rejected[0][0]}: 9 tab-separated columns, expected 10"
     assert by_reason["missing_tag"]["detail"].startswith(f"line {rejected[1][0]}: UPOS (column 4) is '_'")
     assert by_reason["invalid_utf8"]["detail"].startswith(f"line {rejected[2][0]}: invalid UTF-8")
     assert "caf\\xe9" in by_reason["invalid_utf8"]["text"]
-    assert by_reason["unknown_tag"]["split"] == "valid" and "INTJ" in by_reason["unknown_tag"]["detail"]
-    assert by_reason["unknown_tag"]["text"] == "Wow cats"
     assert all(by_reason[r]["split"] is None for r in ("bad_columns", "missing_tag", "invalid_utf8", "empty"))
 
 
@@ -461,13 +468,15 @@ def test_conllu_round_trip_through_tfrecords(conllu_prepared):
     _, data_dir, _, good, _ = conllu_prepared
     vocab = Vocabulary.load(data_dir / "vocab" / "tokens.txt")
     tags = LabelSet.load(data_dir / "vocab" / "tags.txt")
+    # ids past the training tags name the unseen ones (vocab/unseen_tags.txt)
+    tags = LabelSet(tags.labels + LabelSet.load(data_dir / "vocab" / "unseen_tags.txt").labels)
     assert set(vocab.tokens[4:]) == {t for tokens, _ in good["train"] for t in tokens}
     assert "fish" in vocab and "\ufb01sh" not in vocab and "zebra" not in vocab
     for split in ("train", "valid", "test"):
         examples = _examples(data_dir, split)
         assert [ex["ids"].tolist() for ex in examples] == [vocab.encode(tokens) for tokens, _ in good[split]], split
         assert [tags.decode(ex["tags"]) for ex in examples] == [t for _, t in good[split]], split
-        assert all(ex["chars"].size == 0 and ex["char_lengths"].size == 0 for ex in examples)
+        assert all("chars" not in ex and "char_lengths" not in ex for ex in examples)  # not in the feature spec
     test_ids = [ex["ids"].tolist() for ex in _examples(data_dir, "test")]
     assert test_ids[0][1] == UNK_ID  # "zebra"
 
@@ -689,7 +698,7 @@ def tsv_prepared(tmp_path_factory):
             rows[-1] = b"spam\tcaf\xe9 latin-1"  # invalid UTF-8 in the text: rejected by the tokenizer
         if item == 5:
             rows[-1] = b"no tab on this line"  # still an item: the interleave count goes on
-        if item not in (5, 9, 14):
+        if item not in (5, 14):
             expected[interleave_split(item, 0.1, 0.1, 10)].append((text.split(), label))
     rows.insert(3, b"")  # blank lines are not items
     path.write_bytes(b"\r\n".join(rows) + b"\r\n")
@@ -698,19 +707,20 @@ def tsv_prepared(tmp_path_factory):
     return prepare.prepare(config), str(path), expected
 
 
-def test_tsv_unknown_label_only_in_test_is_rejected(tsv_prepared):
+def test_tsv_label_only_in_test_is_kept_with_an_id_past_the_label_set(tsv_prepared):
     data_dir, path, expected = tsv_prepared
     manifest = prepare.load_manifest(data_dir)
     rows = _rejected_rows(data_dir)
     assert [(r["source"], r["line"], r["split"], r["reason"]) for r in rows] == [
         (path, 7, None, "bad_columns"),
-        (path, 11, "test", "unknown_label"),
         (path, 16, "train", "invalid_utf8"),
     ]
-    assert rows[1]["detail"] == "label(s) ['rare'] not in the training split's 2"
-    assert manifest["rejected"]["by_reason"] == {"bad_columns": 1, "invalid_utf8": 1, "unknown_label": 1}
+    assert manifest["rejected"]["by_reason"] == {"bad_columns": 1, "invalid_utf8": 1}
     labels = LabelSet.load(data_dir / "vocab" / "labels.txt")
     assert labels.labels == ["ham", "spam"] and "rare" not in labels
+    assert LabelSet.load(data_dir / "vocab" / "unseen_labels.txt").labels == ["rare"]
+    assert manifest["splits"]["test"]["unseen"] == {"examples": 1, "labels": {"rare": 1}}
+    labels = LabelSet(labels.labels + ["rare"])  # "rare" has id 2: no model trained here predicts it
     vocab = Vocabulary.load(data_dir / "vocab" / "tokens.txt")
     for split in ("train", "valid", "test"):
         examples = _examples(data_dir, split)
@@ -718,7 +728,8 @@ def test_tsv_unknown_label_only_in_test_is_rejected(tsv_prepared):
         assert [labels.decode([ex["label"]])[0] for ex in examples] == [lab for _, lab in expected[split]], split
         assert manifest["splits"][split]["label_counts"] == dict(
             sorted(collections.Counter(lab for _, lab in expected[split]).items()))
-    assert manifest["splits"]["test"]["examples"] == 1 and manifest["splits"]["test"]["label_counts"] == {"spam": 1}
+    assert manifest["splits"]["test"]["examples"] == 2
+    assert manifest["splits"]["test"]["label_counts"] == {"rare": 1, "spam": 1}
 
 
 def test_tsv_invalid_utf8_in_the_text_names_the_file_line(tsv_prepared):

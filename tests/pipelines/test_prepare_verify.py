@@ -97,7 +97,7 @@ def test_manifest_records_each_shards_sha256_and_counts(prepared):
             assert info["sha256"] == hashlib.sha256(data).hexdigest()
             assert info["bytes"] == len(data)
             ds = tf.data.TFRecordDataset(str(prepared / name), compression_type="GZIP")
-            examples = [schema.parse_example("lm", r)["ids"].numpy() for r in ds]
+            examples = [schema.parse_example({"ids": schema.SEQUENCE}, r)["ids"].numpy() for r in ds]
             assert info["examples"] == len(examples)
             assert info["tokens"] == sum(len(e) for e in examples)
             ids += examples

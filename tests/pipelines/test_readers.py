@@ -60,10 +60,15 @@ def lines(*rows):
 
 # ------------------------------------------------------------------------------------- module
 def test_readers_registry_and_reasons():
-    assert set(READERS) == {"lines", "conllu", "columns", "jsonl", "tsv", "document", "pairs", "cmudict"}
+    assert set(READERS) == {"lines", "conllu", "columns", "jsonl", "tsv", "document", "pairs", "cmudict",
+                            "csv", "slash_tagged", "records"}
     for name, fn in READERS.items():
         assert fn.__name__ == f"read_{name}"
         assert inspect.isgeneratorfunction(fn)
+    # every reader is a registered format, and a format reads with its registered reader
+    assert set(readers.FORMATS) == set(READERS)
+    for name, fmt in readers.FORMATS.items():
+        assert fmt.read is READERS[name]
     assert len(set(REJECT_REASONS)) == len(REJECT_REASONS)
     assert {INVALID_UTF8, EMPTY} <= set(REJECT_REASONS)
 

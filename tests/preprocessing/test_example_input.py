@@ -377,15 +377,37 @@ def test_load_examples_round_trip_from_a_prepared_directory(prepared_conllu):
 def test_load_examples_refuses_what_it_cannot_read(prepared_conllu, monkeypatch):
     import preprocessing.input_fns as input_fns
     from preprocessing.manifest import load_manifest
+    from preprocessing.schema import SEQUENCE
 
-    data_dir, _ = prepared_conllu
+    data_dir, expected = prepared_conllu
     manifest = load_manifest(data_dir)
-    # (an edited manifest.json fails its fingerprint check, so the edited copy is served directly)
+    tagged_ids = [x.tolist() for x in load_examples(data_dir, "train").ids]
+    assert len(tagged_ids) == len(expected["train"])
+    assert manifest["features"] == {"ids": SEQUENCE, "tags": SEQUENCE, "chars": SEQUENCE, "char_lengths": SEQUENCE}
+
+    def serve(edited):
+        # (an edited manifest.json fails its fingerprint check, so the edited copy is served directly)
+        monkeypatch.setattr(input_fns, "load_manifest", lambda d: edited)
+
+    # data prepared without data.char_features: no chars file, and no chars in the feature spec
     without_chars = {k: v for k, v in manifest.items() if k != "chars"}
-    monkeypatch.setattr(input_fns, "load_manifest", lambda d: without_chars)
+    without_chars["features"] = {"ids": SEQUENCE, "tags": SEQUENCE}
+    serve(without_chars)
     with pytest.raises(ValueError, match="char_features"):
         load_examples(data_dir, "train", with_chars=True)
     assert len(load_examples(data_dir, "train")) == 6
-    monkeypatch.setattr(input_fns, "load_manifest", lambda d: {**manifest, "task": "lm"})
-    with pytest.raises(ValueError, match="not 'lm'"):
+    # what is loaded follows the feature spec, not the task name: records with ids but no
+    # tags or label are read as plain token sequences (the task is only named in messages)
+    serve({**manifest, "task": "lm", "features": {"ids": SEQUENCE}})
+    plain = load_examples(data_dir, "train")
+    assert plain.task == "lm" and len(plain) == 6
+    assert plain.tags is None and plain.labels is None and plain.chars is None and plain.targets is None
+    assert [x.tolist() for x in plain.ids] == tagged_ids
+    # a spec without token ids (ids / source_ids) is not example records
+    serve({**manifest, "features": {"tags": SEQUENCE}})
+    with pytest.raises(ValueError, match=r"reads example records \(ids or source_ids\), not \['tags'\]"):
+        load_examples(data_dir, "train")
+    # a manifest from before the spec was recorded
+    serve({k: v for k, v in manifest.items() if k != "features"})
+    with pytest.raises(input_fns.DataError, match="records no feature spec"):
         load_examples(data_dir, "train")

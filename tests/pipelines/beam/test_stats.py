@@ -4,7 +4,7 @@ import apache_beam as beam
 from apache_beam.testing.util import assert_that, equal_to
 
 from beam_helpers import pipeline
-from pipelines.beam.stats import SummarizeSplits, num_shards_for
+from pipelines.beam.stats import SplitSummaryFn, SummarizeSplits, num_shards_for
 from preprocessing.vocab import EOS_ID
 
 
@@ -29,6 +29,7 @@ def test_summarize_splits_stats_and_contiguous_boundaries():
                             "oov_rate": 5 / 15,
                             "length_histogram": {"1-1": 1, "2-3": 2, "4-7": 2},
                             "label_counts": {},
+                            "unseen": {"examples": 0, "labels": {}},  # LM records hold no labels
                             "num_shards": 2,
                             "boundaries": [(0, 1), (0, 3)],
                         },
@@ -42,6 +43,7 @@ def test_summarize_splits_stats_and_contiguous_boundaries():
                             "oov_rate": 0.0,
                             "length_histogram": {"8-15": 1},
                             "label_counts": {},
+                            "unseen": {"examples": 0, "labels": {}},
                             "num_shards": 1,  # at most one shard per example
                             "boundaries": [(0, 9)],
                         },
@@ -49,6 +51,47 @@ def test_summarize_splits_stats_and_contiguous_boundaries():
                 ]
             ),
         )
+
+
+def test_summarize_splits_counts_records_with_labels_unseen_in_training():
+    def labelled(index, split, labels, unseen):
+        return {"index": (0, index), "split": split, "features": {"ids": [4] * len(labels), "tags": [0] * len(labels)},
+                "unk": 0, "labels": labels, "unseen": unseen}
+
+    records = [labelled(1, "train", ["DET", "NOUN"], []),
+               labelled(2, "valid", ["INTJ", "NOUN", "INTJ"], ["INTJ", "INTJ"]),
+               labelled(3, "valid", ["ADJ"], ["ADJ"]),
+               labelled(4, "valid", ["NOUN"], [])]
+    with pipeline() as p:
+        out = p | beam.Create(records) | SummarizeSplits(num_shards=1)
+        assert_that(
+            out | beam.Map(lambda kv: (kv[0], kv[1]["examples"], kv[1]["label_counts"], kv[1]["unseen"])),
+            equal_to([
+                ("train", 1, {"DET": 1, "NOUN": 1}, {"examples": 0, "labels": {}}),
+                # records holding an unseen label, and how often each unseen label occurs
+                ("valid", 3, {"ADJ": 1, "INTJ": 2, "NOUN": 2}, {"examples": 2, "labels": {"ADJ": 1, "INTJ": 2}}),
+            ]),
+        )
+
+
+def test_split_summary_takes_four_and_five_tuples():
+    fn = SplitSummaryFn(num_shards=1)
+
+    def summary(values):
+        accs = []
+        for chunk in (values[:1], values[1:]):  # two accumulators, merged: as a runner may
+            acc = fn.create_accumulator()
+            for v in chunk:
+                acc = fn.add_input(acc, v)
+            accs.append(acc)
+        return fn.extract_output(fn.merge_accumulators(accs))
+
+    four = summary([((0, 1), 2, 0, ["a", "b"]), ((0, 2), 1, 1, ["c"])])
+    five = summary([((0, 1), 2, 0, ["a", "b"], []), ((0, 2), 1, 1, ["c"], ["c"])])
+    assert four["unseen"] == {"examples": 0, "labels": {}}  # a 4-tuple holds no unseen labels
+    assert five["unseen"] == {"examples": 1, "labels": {"c": 1}}
+    assert {k: v for k, v in four.items() if k != "unseen"} == {k: v for k, v in five.items() if k != "unseen"}
+    assert five["label_counts"] == {"a": 1, "b": 1, "c": 1} and five["unk_tokens"] == 1 and five["tokens"] == 3
 
 
 def test_num_shards_auto_and_capped():
