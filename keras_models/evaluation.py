@@ -63,6 +63,9 @@ class StreamEvaluator:
         }
 
 
+TAG_SCHEMES = ("plain", "bio", "bioes")  # data.tag_scheme: plain tags, or spans scored by span F1
+
+
 # ------------------------------------------------------------------------ taggers, classifiers
 def span_scores(gold: list[list[str]], pred: list[list[str]], scheme: str) -> dict[str, Any]:
     """Span precision / recall / F1 (micro) and per type, with seqeval.

@@ -188,14 +188,21 @@ class ExampleData:
 
 
 # ------------------------------------------------------------------------------------ the trainer
+# ``training.optimizer.name`` → the Keras optimizer from the optimizer settings (the config's choice list)
+OPTIMIZERS: dict[str, Callable[[Any], keras.optimizers.Optimizer]] = {
+    "sgd": lambda opt: keras.optimizers.SGD(learning_rate=opt.learning_rate, momentum=opt.momentum,
+                                            weight_decay=opt.weight_decay),
+    "adam": lambda opt: keras.optimizers.Adam(learning_rate=opt.learning_rate, weight_decay=opt.weight_decay),
+}
+# ``training.schedule.decay``: none, per epoch after ``decay_start_epoch``, or on a validation plateau
+SCHEDULE_DECAYS = ("none", "epoch", "plateau")
+
+
 def make_optimizer(settings: TrainingSettings) -> keras.optimizers.Optimizer:
     opt = settings.optimizer
-    if opt.name == "sgd":
-        optimizer = keras.optimizers.SGD(learning_rate=opt.learning_rate, momentum=opt.momentum, weight_decay=opt.weight_decay)
-    elif opt.name == "adam":
-        optimizer = keras.optimizers.Adam(learning_rate=opt.learning_rate, weight_decay=opt.weight_decay)
-    else:
-        raise ValueError(f"unknown optimizer {opt.name!r}; choose sgd or adam")
+    if opt.name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {opt.name!r}; choose one of {', '.join(OPTIMIZERS)}")
+    optimizer = OPTIMIZERS[opt.name](opt)
     if settings.mixed_precision:
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer

@@ -45,7 +45,7 @@ class SplitConfig(_Section):
     fractions, so every class has the same proportions in each split (classification).
     """
 
-    method: Literal["hash", "interleave", "stratified"] = "hash"
+    method: SplitMethod = "hash"
     valid: float = Field(0.05, ge=0.0, lt=1.0)
     test: float = Field(0.05, ge=0.0, lt=1.0)
     seed: int = 0
@@ -128,7 +128,42 @@ def _tokenizer_choices(kind: str) -> Callable[[], tuple[str, ...]]:
     return names
 
 
+def _optimizers() -> Iterable[str]:
+    from keras_models.training import OPTIMIZERS
+
+    return OPTIMIZERS
+
+
+def _decays() -> Iterable[str]:
+    from keras_models.training import SCHEDULE_DECAYS
+
+    return SCHEDULE_DECAYS
+
+
+def _strategies() -> Iterable[str]:
+    from keras_models.strategies import STRATEGIES
+
+    return STRATEGIES
+
+
+def _tag_schemes() -> Iterable[str]:
+    from keras_models.evaluation import TAG_SCHEMES
+
+    return TAG_SCHEMES
+
+
+def _split_methods() -> Iterable[str]:
+    from pipelines.beam.splits import SPLIT_METHODS
+
+    return SPLIT_METHODS
+
+
 CellName = Annotated[str, _one_of(_cells, "the cell")]
+OptimizerName = Annotated[str, _one_of(_optimizers, "training.optimizer.name")]
+ScheduleDecay = Annotated[str, _one_of(_decays, "the decay")]
+StrategyName = Annotated[str, _one_of(_strategies, "training.strategy")]
+TagScheme = Annotated[str, _one_of(_tag_schemes, "data.tag_scheme")]
+SplitMethod = Annotated[str, _one_of(_split_methods, "the split method")]
 AttentionScore = Annotated[str, _one_of(_attention_scores, "the attention score")]
 PoolingMode = Annotated[str, _one_of(_pooling_modes, "the pooling")]
 TokenLevel = Annotated[str, _one_of(_tokenizer_choices("LEVELS"), "the level")]
@@ -174,7 +209,7 @@ class DataConfig(TokenizerSettings):
         default_factory=TargetTokenizerConfig, description="seq2seq: the target side's tokenizer and vocabulary"
     )
     remove_stress: bool = Field(False, description="cmudict: strip the stress digits (AH0 -> AH)")
-    tag_scheme: Literal["plain", "bio", "bioes"] = Field(
+    tag_scheme: TagScheme = Field(
         "plain", description="tagging: plain tags (POS) or BIO/BIOES spans (NER, scored by span F1)"
     )
     max_length: int = Field(1000, ge=1, description="lines with more tokens are rejected")
@@ -306,7 +341,7 @@ ModelConfig = Annotated[Union[tuple(MODEL_CONFIGS.values())], Field(discriminato
 
 
 class OptimizerConfig(_Section):
-    name: Literal["sgd", "adam"] = "sgd"
+    name: OptimizerName = "sgd"
     learning_rate: float = Field(1.0, gt=0.0)
     momentum: float = Field(0.0, ge=0.0, lt=1.0)
     weight_decay: float | None = Field(None, ge=0.0)
@@ -316,7 +351,7 @@ class ScheduleConfig(_Section):
     """Learning-rate schedule: linear warmup, then constant / per-epoch decay / reduce-on-plateau."""
 
     warmup_steps: int = Field(0, ge=0)
-    decay: Literal["none", "epoch", "plateau"] = "none"
+    decay: ScheduleDecay = "none"
     decay_rate: float = Field(0.5, gt=0.0, le=1.0)
     decay_start_epoch: int = Field(1, ge=1, description="epoch decay: first epoch (1-based) whose LR is decayed")
     plateau_patience: int = Field(0, ge=0)
@@ -329,7 +364,7 @@ class EarlyStoppingConfig(_Section):
 
 
 class TrainingConfig(_Section):
-    strategy: Literal["default", "mirrored", "multi_worker"] = "default"
+    strategy: StrategyName = "default"
     devices: list[str] | None = None
     batch_size: int = Field(20, ge=1, description="global batch: parallel streams (LM) or sentences/documents")
     bptt: int = Field(20, ge=1, description="truncated-BPTT window length")

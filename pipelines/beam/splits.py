@@ -8,6 +8,8 @@ import operator
 
 import apache_beam as beam
 
+SPLIT_METHODS = ("hash", "interleave", "stratified")  # data.split.method
+
 
 def hash_split(source: str, line, valid: float, test: float, seed: int = 0) -> str:
     """Deterministic split of one line: sha256 of ``seed, source, line`` (stable across runs and machines).
@@ -93,8 +95,8 @@ class AssignSplit(beam.PTransform):
         super().__init__()
         if valid < 0 or test < 0 or valid + test >= 1:
             raise ValueError(f"split fractions valid={valid}, test={test} must be >= 0 and sum below 1")
-        if method not in ("hash", "interleave", "stratified"):
-            raise ValueError(f"unknown split method {method!r}; use hash, interleave or stratified")
+        if method not in SPLIT_METHODS:
+            raise ValueError(f"unknown split method {method!r}; use {', '.join(SPLIT_METHODS)}")
         self.valid, self.test, self.seed, self.method, self.period = valid, test, seed, method, period
 
     def expand(self, records):
