@@ -73,12 +73,7 @@ class ClassificationTask(LabelledTask):
         return model.classifier
 
     def add_commands(self, subparsers):
-        from pipelines.cli import add_model_args
-
-        what = "classify raw texts with a trained classifier"
-        p = subparsers.add_parser("classify", help=what, description=f"{what[0].upper()}{what[1:]}. The model "
-                                  "tokenizes the text itself (the tokenizer of its training data is inside it).")
-        add_model_args(p)
+        p = self.add_text_verb(subparsers, "classify", "classify raw texts with a trained classifier")
         p.add_argument("--top-k", type=int, default=1, help="show the k most probable labels")
         p.add_argument("--format", choices=["text", "json"], default="text",
                        help="text: label<TAB>probability per line; json: one object per line")

@@ -159,6 +159,15 @@ class LabelledTask(Task):
                           "test_confusion": {"labels": names, "matrix": matrix.tolist()}}, "evaluation.json")
 
     # --------------------------------------------------------------------------------- CLI
+    def add_text_verb(self, subparsers, verb: str, what: str):
+        """A verb over raw texts (arguments or ``--input``) with a model of this task."""
+        from pipelines.cli import add_model_args
+
+        p = subparsers.add_parser(verb, help=what, description=f"{what[0].upper()}{what[1:]}. The model tokenizes "
+                                  "the text itself (the tokenizer of its training data is inside it).")
+        add_model_args(p)
+        return p
+
     def model_label_names(self, model) -> list[str]:
         raise NotImplementedError
 

@@ -120,12 +120,7 @@ class TaggingTask(LabelledTask):
         return model.tagger
 
     def add_commands(self, subparsers):
-        from pipelines.cli import add_model_args
-
-        what = "tag the tokens of raw sentences with a trained tagger"
-        p = subparsers.add_parser("tag", help=what, description=f"{what[0].upper()}{what[1:]}. The model tokenizes "
-                                  "the text itself (the tokenizer of its training data is inside it).")
-        add_model_args(p)
+        p = self.add_text_verb(subparsers, "tag", "tag the tokens of raw sentences with a trained tagger")
         p.add_argument("--format", choices=["text", "conll", "json"], default="text",
                        help="text: token/TAG pairs per line; conll: token<TAB>tag lines, blank line between "
                        "sentences; json: one object per line")
