@@ -101,7 +101,8 @@ SUMMARY_FILE = "_summary.json"
 
 
 # ------------------------------------------------------------------------------------ helpers
-def tokenizer_config(config: DataConfig) -> TokenizerConfig:
+def tokenizer_config(config) -> TokenizerConfig:
+    """The tokenizer of a tokenizer section (``data``, or seq2seq's ``data.target``)."""
     return TokenizerConfig(
         level=config.level,
         split=config.tokenizer,

@@ -9,3 +9,5 @@ LABELS_FILE = "vocab/labels.txt"
 CHARS_FILE = "vocab/chars.txt"
 TARGET_VOCAB_FILE = "vocab/target.txt"
 REJECTED_FILE = "rejected/rejected-00000-of-00001.jsonl"
+# rejection reasons the tasks name (the others are in pipelines.beam.rejects): labels with no training split
+UNKNOWN_TAG, UNKNOWN_LABEL = "unknown_tag", "unknown_label"

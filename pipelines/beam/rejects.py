@@ -15,13 +15,13 @@ import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
 
 from pipelines.beam.files import write_bytes_atomic
-from pipelines.beam.names import REJECTED, REJECTED_FILE
+from pipelines.beam.names import REJECTED, REJECTED_FILE, UNKNOWN_LABEL, UNKNOWN_TAG
 
 log = logging.getLogger(__name__)
 
 INVALID_UTF8, EMPTY, TOO_LONG, TOKENIZER_ERROR = "invalid_utf8", "empty", "too_long", "tokenizer_error"
 TOKEN_TOO_LONG = "token_too_long"
-DUPLICATE, UNKNOWN_TAG, UNKNOWN_LABEL = "duplicate", "unknown_tag", "unknown_label"
+DUPLICATE = "duplicate"
 REJECT_REASONS = (INVALID_UTF8, EMPTY, TOO_LONG, TOKEN_TOO_LONG, TOKENIZER_ERROR, DUPLICATE, UNKNOWN_TAG,
                   UNKNOWN_LABEL)
 

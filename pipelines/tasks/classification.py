@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 
+from pipelines.beam.names import LABELS_FILE, UNKNOWN_LABEL
 from pipelines.tasks.base import LABEL, TEXT, common_model_args
 from pipelines.tasks.labelled import LabelledTask, unseen_kwargs
 
@@ -23,7 +24,7 @@ class ClassificationTask(LabelledTask):
     model_file = "classifier.keras"
     dedupe_by_default = True
     max_lines_order = "hash"
-    field, per_token, what, reject_reason = "label", False, "labels", "unknown_label"
+    field, per_token, what, labels_file, reject_reason = "label", False, "labels", LABELS_FILE, UNKNOWN_LABEL
 
     def make_evaluator(self, config, examples, names, unseen=()):
         from keras_models.evaluation import ClassificationEvaluator

@@ -45,7 +45,8 @@ def unseen_names(manifest) -> list[str]:
 class LabelledTask(Task):
     field: ClassVar[str]  # record key and feature name of the labels
     per_token: ClassVar[bool]
-    what: ClassVar[str]  # "tags" / "labels"
+    what: ClassVar[str]  # "tags" / "labels" (messages)
+    labels_file: ClassVar[str]  # the label set's path in the prepared directory (pipelines.beam.names)
     reject_reason: ClassVar[str]  # when the training split is empty
     label_counts = True
     curve_keys = ("val_accuracy", "val_f1", "val_macro_f1")
@@ -68,8 +69,9 @@ class LabelledTask(Task):
                   | "BuildLabelSet" >> BuildLabelSet(self.what))
         unseen = (tokenized | "CountAllLabels" >> CountLabels(None)
                   | "UnseenLabels" >> UnseenLabels(labels))
-        files = {"labels": labels | "WriteLabels" >> WriteVocabulary(out_dir, f"vocab/{self.what}.txt"),
-                 "unseen_labels": unseen | "WriteUnseen" >> WriteVocabulary(out_dir, f"vocab/unseen_{self.what}.txt")}
+        folder, name = self.labels_file.rsplit("/", 1)
+        files = {"labels": labels | "WriteLabels" >> WriteVocabulary(out_dir, self.labels_file),
+                 "unseen_labels": unseen | "WriteUnseen" >> WriteVocabulary(out_dir, f"{folder}/unseen_{name}")}
         chars, more = self.extra_encodings(data, tokenized, out_dir)
         files.update(more)
         out = tokenized | "Encode" >> EncodeLabelled(self.field, self.per_token, self.reject_reason, vocab, labels,

@@ -59,10 +59,9 @@ class Seq2SeqTask(Task):
         return {"source_ids": SEQUENCE, "target_ids": SEQUENCE}
 
     def target_tokenizer(self, data):
-        from preprocessing.tokenizers import TokenizerConfig
+        from pipelines.prepare import tokenizer_config
 
-        t = data.target
-        return TokenizerConfig(level=t.level, split=t.tokenizer, normalization=t.normalization, lowercase=t.lowercase)
+        return tokenizer_config(data.target)  # the target side's own settings, read like the source's
 
     def encode(self, data, tokenized, vocab, out_dir):
         from pipelines.beam.encode import EncodePairs

@@ -13,6 +13,7 @@ import json
 
 import numpy as np
 
+from pipelines.beam.names import TAGS_FILE, UNKNOWN_TAG
 from pipelines.tasks.base import TAGS, TEXT, common_model_args
 from pipelines.tasks.labelled import LabelledTask, unseen_kwargs
 
@@ -23,7 +24,7 @@ class TaggingTask(LabelledTask):
     metric, greater_is_better = "val_accuracy", True
     reads = frozenset({TEXT, TAGS})
     model_file = "tagger.keras"
-    field, per_token, what, reject_reason = "tags", True, "tags", "unknown_tag"
+    field, per_token, what, labels_file, reject_reason = "tags", True, "tags", TAGS_FILE, UNKNOWN_TAG
     data_options = frozenset({"char_features", "tag_scheme"})
 
     # ------------------------------------------------------------------------------ prepare
