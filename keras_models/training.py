@@ -34,7 +34,7 @@ import tensorflow as tf
 
 from keras_models.inputs import model_inputs
 from keras_models.strategies import is_chief, task_info
-from preprocessing.input_fns import BPTTLayout, Examples, bptt_dataset_fn, example_dataset_fn
+from preprocessing.input_fns import bptt_dataset_fn
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +98,11 @@ class LanguageModelTask:
 class LanguageModelData:
     """A BPTT layout (see ``preprocessing.input_fns``) as training data."""
 
-    layout: BPTTLayout
+    layout: Any  # preprocessing.input_fns.BPTTLayout (in memory) | preprocessing.streams.TokenStream
     shuffle_windows: bool = False
     seed: int = 0
     max_steps: int | None = None
+    shuffle_buffer: int = 10_000
 
     @property
     def steps_per_epoch(self) -> int:
@@ -114,7 +115,8 @@ class LanguageModelData:
 
     def dataset_fn(self, epoch, skip_steps):
         return bptt_dataset_fn(
-            self.layout, shuffle_windows=self.shuffle_windows, seed=self.seed + epoch, skip_windows=skip_steps
+            self.layout, shuffle_windows=self.shuffle_windows, seed=self.seed + epoch, skip_windows=skip_steps,
+            shuffle_buffer=self.shuffle_buffer,
         )
 
 
@@ -161,14 +163,19 @@ class Seq2SeqTask(_StatelessTask):
 @dataclass
 class ExampleData:
     """Tagging / classification / seq2seq examples as training data: shuffled, length-grouped global batches
-    (a new order every epoch from ``seed + epoch``); the last partial batch of an epoch is dropped."""
+    (a new order every epoch from ``seed + epoch``); the last partial batch of an epoch is dropped.
 
-    examples: Examples
+    ``examples``: in memory (:class:`~preprocessing.input_fns.Examples`: a full permutation) or read
+    from the shards (:class:`~preprocessing.streams.ExampleStream`: a bounded shuffle of
+    ``shuffle_buffer`` examples); both give ``len(examples) // batch_size`` batches an epoch."""
+
+    examples: Any  # Examples | ExampleStream
     batch_size: int
     seed: int = 0
     max_steps: int | None = None
     max_length: int | None = None
     max_chars: int | None = None
+    shuffle_buffer: int | None = None
 
     @property
     def steps_per_epoch(self) -> int:
@@ -183,8 +190,9 @@ class ExampleData:
         return self.batch_size
 
     def dataset_fn(self, epoch, skip_steps):
-        return example_dataset_fn(self.examples, self.batch_size, seed=self.seed + epoch, skip_batches=skip_steps,
-                                  max_length=self.max_length, max_chars=self.max_chars)
+        extra = {} if self.shuffle_buffer is None else {"shuffle_buffer": self.shuffle_buffer}
+        return self.examples.dataset_fn(self.batch_size, seed=self.seed + epoch, skip_batches=skip_steps,
+                                        max_length=self.max_length, max_chars=self.max_chars, **extra)
 
 
 # ------------------------------------------------------------------------------------ the trainer

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import textwrap
 import traceback
 
 from pipelines.run import EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_USAGE
@@ -27,10 +28,34 @@ examples:
   rnnflow classify --model models:/bbc-topics@champion --top-k 3 "Shares fell sharply after the results"
   rnnflow translate --model models:/cmudict-g2p@champion --beam-size 5 --nbest 3 "rnnflow"
 
-Options a subcommand does not know (e.g. --runner, --direct_num_workers) are passed to Apache Beam.
+Options a subcommand does not know (e.g. --runner, --direct_num_workers) are passed to Apache Beam
+(see `rnnflow prepare --help` for the runners).
 MLflow: runs and the registry live in sqlite:///mlflow_runs/mlflow.db unless the config's
 tracking.tracking_uri or MLFLOW_TRACKING_URI says otherwise; browse them with
   mlflow ui --backend-store-uri sqlite:///mlflow_runs/mlflow.db
+"""
+
+
+PREPARE_EPILOG = """\
+runners (Beam options, given after CONFIG; the output is the same on every runner):
+  --runner NAME             one of (any case; or a PipelineRunner's fully qualified class name):
+{runners}
+  in-process (default):     --direct_running_mode in_memory|multi_threading|multi_processing
+                            --direct_num_workers N
+  Dask:                     --runner DaskRunner --dask_client_address tcp://HOST:8786
+                            (pip install 'rnnflow[dask]' here and on every worker)
+  portable (Flink, Spark):  --runner PortableRunner --job_endpoint HOST:8099 (or embed)
+                            --environment_type EXTERNAL|DOCKER|PROCESS|LOOPBACK --environment_config ...
+  Dataflow:                 --runner DataflowRunner --project P --region R --temp_location gs://B/tmp
+                            --setup_file ./setup.py (or --sdk_container_image IMAGE)
+  On a cluster, data.output_dir (and data.files) must be on storage every worker can reach;
+  see README.md, "Running the prepare job on a cluster".
+
+examples:
+  rnnflow prepare configs/ptb_small.yaml --direct_num_workers 2 --direct_running_mode multi_processing
+  rnnflow prepare configs/ptb_small.yaml --runner DaskRunner --dask_client_address tcp://127.0.0.1:8786
+  rnnflow prepare configs/ptb_small.yaml --runner PortableRunner --job_endpoint embed \\
+      --environment_type EXTERNAL --environment_config 127.0.0.1:50000
 """
 
 
@@ -50,10 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    from pipelines.beam.runners import runners_help
+
     p = sub.add_parser("prepare", help="tokenize and shard a corpus into TFRecords (Apache Beam)",
                        description="Run the Beam prepare job for the config's data section. The output "
                        "directory is keyed by a fingerprint of the data config and sources; an existing "
-                       "complete one is reused. Unknown options go to Beam (--runner, --direct_num_workers, ...).")
+                       "complete one is reused. Unknown options go to Beam (--runner, --direct_num_workers, ...).",
+                       epilog=PREPARE_EPILOG.format(runners=textwrap.indent(runners_help(70), " " * 28)),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_config(p, "rebuild even if a prepared directory with the same fingerprint exists")
 
     p = sub.add_parser("train", help="prepare (or reuse) the data, train, evaluate and log to MLflow (no registry)",

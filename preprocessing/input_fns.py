@@ -12,6 +12,11 @@ emits, for each window, one element per local replica in replica order (the stra
 consecutive elements to its local replicas in order). Replica ``r`` (global id) therefore always gets
 rows ``[r*b, (r+1)*b)`` of the global layout, which is the same order ``strategy.gather`` uses.
 
+Training reads the shards as it goes (:mod:`preprocessing.streams`: ``TokenStream`` for language
+models, ``ExampleStream`` for example records); the in-memory readers here (:func:`lm_token_stream`,
+:func:`load_examples`) serve evaluation of example tasks, tests and small tools, and the in-memory
+:class:`BPTTLayout` is the reference the streaming layout is tested against.
+
 Prepared data is verified, not trusted: every reader here first checks the shards of the split it
 reads against the manifest's sha256 and sizes (:func:`preprocessing.manifest.verify_shards`),
 :func:`iter_split` (behind :func:`lm_token_stream` and :func:`load_examples`) reads one shard at a
@@ -153,6 +158,30 @@ class BPTTLayout:
             end = min(start + self.bptt, length)
             yield self.inputs[rows, start:end], self.targets[rows, start:end]
 
+    def dataset(self, first_row: int = 0, num_rows: int | None = None, *, skip_windows: int = 0,
+                drop_remainder: bool = True, shuffle_seed: int | None = None,
+                shuffle_buffer: int | None = None) -> tf.data.Dataset:
+        """``(inputs [num_rows, T], targets [num_rows, T])`` for the full windows of rows
+        ``[first_row, first_row + num_rows)`` from window ``skip_windows``; ``shuffle_seed``: the
+        windows in a permutation drawn from it (then skipped; the whole layout is permuted, so
+        ``shuffle_buffer`` is not used). The in-memory twin of
+        :meth:`preprocessing.streams.TokenStream.dataset`."""
+        if not drop_remainder:
+            raise ValueError("an in-memory layout's dataset holds full windows only; use windows() to score")
+        num_rows = self.num_streams - first_row if num_rows is None else num_rows
+        rows = slice(first_row, first_row + num_rows)
+        t, n = self.bptt, self.num_windows
+        inputs = self.inputs[rows, : n * t].reshape(num_rows, n, t).transpose(1, 0, 2)
+        targets = self.targets[rows, : n * t].reshape(num_rows, n, t).transpose(1, 0, 2)
+        order = np.arange(n) if shuffle_seed is None else np.random.default_rng(shuffle_seed).permutation(n)
+        order = order[skip_windows:]
+        return tf.data.Dataset.from_tensor_slices((np.ascontiguousarray(inputs[order]),
+                                                   np.ascontiguousarray(targets[order])))
+
+    def head(self, num_rows: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
+        """The first ``steps`` inputs and targets of the first ``num_rows`` rows (diagnostics, plots)."""
+        return self.inputs[:num_rows, :steps], self.targets[:num_rows, :steps]
+
 
 def bptt_layout(stream: np.ndarray, num_streams: int, bptt: int) -> BPTTLayout:
     """Cuts a 1-D id stream into ``num_streams`` contiguous rows (the few tokens left over are dropped)."""
@@ -167,28 +196,21 @@ def bptt_layout(stream: np.ndarray, num_streams: int, bptt: int) -> BPTTLayout:
     return BPTTLayout(inputs=rows[:, :-1], targets=rows[:, 1:], bptt=bptt)
 
 
-def _replica_windows(layout: BPTTLayout, first_row: int, rows_per_replica: int, local_replicas: int):
-    """Arrays ``[num_windows * local_replicas, rows_per_replica, bptt]`` ordered window-major, replica-minor."""
-    out = []
-    for array in (layout.inputs, layout.targets):
-        block = array[first_row : first_row + rows_per_replica * local_replicas, : layout.num_windows * layout.bptt]
-        block = block.reshape(local_replicas, rows_per_replica, layout.num_windows, layout.bptt)
-        block = block.transpose(2, 0, 1, 3).reshape(-1, rows_per_replica, layout.bptt)
-        out.append(np.ascontiguousarray(block))
-    return out
-
-
 def bptt_dataset_fn(
-    layout: BPTTLayout,
+    layout,
     *,
     shuffle_windows: bool = False,
     seed: int = 0,
     skip_windows: int = 0,
+    shuffle_buffer: int = 10_000,
 ) -> Callable[[tf.distribute.InputContext], tf.data.Dataset]:
     """A ``dataset_fn`` for ``strategy.distribute_datasets_from_function`` yielding ``{"ids", "targets"}``.
 
-    ``layout.num_streams`` is the global batch. ``skip_windows`` resumes mid-epoch. ``shuffle_windows``
-    (windowed mode without state carry-over) shuffles the window order with a fixed seed.
+    ``layout``: a :class:`BPTTLayout` (in memory) or a :class:`preprocessing.streams.TokenStream`
+    (read from the shards); ``layout.num_streams`` is the global batch. Worker ``w`` reads only its
+    own block of rows and emits, for each window, one element per local replica in replica order.
+    ``skip_windows`` resumes mid-epoch. ``shuffle_windows`` (windowed mode without state carry-over)
+    shuffles the window order with ``seed`` (every worker draws the same order).
     """
 
     def dataset_fn(ctx: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
@@ -201,17 +223,14 @@ def bptt_dataset_fn(
             )
         per_replica = layout.num_streams // replicas
         local = replicas // pipelines
-        inputs, targets = _replica_windows(layout, worker * local * per_replica, per_replica, local)
-        order = np.arange(layout.num_windows)
-        if shuffle_windows:
-            order = np.random.default_rng(seed).permutation(order)
-        element_order = (order[:, None] * local + np.arange(local)[None, :]).reshape(-1)
-        element_order = element_order[skip_windows * local :]
-        ds = tf.data.Dataset.from_tensor_slices({"ids": inputs[element_order], "targets": targets[element_order]})
+        t = layout.bptt
+        ds = layout.dataset(worker * local * per_replica, local * per_replica, skip_windows=skip_windows,
+                            shuffle_seed=seed if shuffle_windows else None, shuffle_buffer=shuffle_buffer)
+        ds = ds.map(lambda i, o: {"ids": tf.reshape(i, [local, per_replica, t]),
+                                  "targets": tf.reshape(o, [local, per_replica, t])}).unbatch()
         return ds.prefetch(tf.data.AUTOTUNE)
 
     return dataset_fn
-
 
 
 # --------------------------------------------------------------------- example records (not LM streams)
@@ -240,6 +259,13 @@ class Examples:
     @property
     def lengths(self) -> np.ndarray:
         return np.array([len(x) for x in self.ids], dtype=np.int64)
+
+    def dataset_fn(self, global_batch_size: int, *, seed: int, skip_batches: int = 0, max_length: int | None = None,
+                   max_chars: int | None = None, sort_window: int = 32, shuffle_buffer: int | None = None):
+        """:func:`example_dataset_fn` of these examples (a full permutation: ``shuffle_buffer`` is
+        for :class:`preprocessing.streams.ExampleStream`, which has the same method)."""
+        return example_dataset_fn(self, global_batch_size, seed=seed, skip_batches=skip_batches, max_length=max_length,
+                                  max_chars=max_chars, sort_window=sort_window)
 
 
 def load_examples(data_dir: str | os.PathLike, split: str, with_chars: bool = False, *,

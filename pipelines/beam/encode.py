@@ -118,7 +118,7 @@ class EncodeLabelledDoFn(beam.DoFn):
 
 
 class EncodeLabelled(beam.PTransform):
-    """Encodes labelled records; returns outputs ``accepted`` (main) and ``rejected``.
+    """Encodes labelled records; returns a :class:`~pipelines.beam.rejects.Split` ``(accepted, rejected)``.
 
     Args:
         field, per_token, reason: see :class:`EncodeLabelledDoFn`.
@@ -133,13 +133,14 @@ class EncodeLabelled(beam.PTransform):
         self.vocab, self.labels, self.unseen, self.chars = vocab, labels, unseen, chars
 
     def expand(self, records):
-        from pipelines.beam.names import ACCEPTED, REJECTED
+        from pipelines.beam.rejects import SplitRejected
 
         side = [beam.pvalue.AsSingleton(x) for x in (self.vocab, self.labels, self.unseen)]
         if self.chars is not None:
             side.append(beam.pvalue.AsSingleton(self.chars))
-        return records | "Encode" >> beam.ParDo(
-            EncodeLabelledDoFn(self.field, self.per_token, self.reason), *side).with_outputs(REJECTED, main=ACCEPTED)
+        return (records
+                | "Encode" >> beam.ParDo(EncodeLabelledDoFn(self.field, self.per_token, self.reason), *side)
+                | "SetAside" >> SplitRejected())
 
 
 class EncodePairsDoFn(beam.DoFn):

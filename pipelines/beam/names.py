@@ -1,8 +1,7 @@
-"""The names the prepare job's steps share: the metrics namespace, the output tags of multi-output
-transforms and the paths of the files the job writes (relative to the output directory)."""
+"""The names the prepare job's steps share: the metrics namespace and the paths of the files the job
+writes (relative to the output directory)."""
 
 NAMESPACE = "rnnflow"
-ACCEPTED, REJECTED = "accepted", "rejected"
 VOCAB_FILE = "vocab/tokens.txt"
 TAGS_FILE = "vocab/tags.txt"
 LABELS_FILE = "vocab/labels.txt"

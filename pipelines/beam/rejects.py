@@ -1,5 +1,12 @@
 """Rejected records: the reasons, the record shape (``{"index", "split", "source", "line", "reason",
-"detail", "text"}``), setting unreadable records apart and writing them all to one JSONL file.
+"detail", "text"}``), setting them apart and writing them all to one JSONL file.
+
+A step that rejects records emits them in its one output, beside the records it accepts: a rejected
+record is a plain dict with a ``reason`` key, which no corpus, tokenized or encoded record has, and
+:class:`SplitRejected` sets them apart. No step of the prepare job uses a multi-output ``ParDo``
+(``with_outputs`` / ``TaggedOutput``, or ``beam.Partition``, which is one): Beam 2.77's DaskRunner
+hands every output of such a ``ParDo`` to every consumer, so rejected records would reach the
+accepted side and the other way round.
 
 Reasons: :data:`REJECT_REASONS` here, the readers' (``pipelines/readers.py``) for unreadable input.
 """
@@ -10,12 +17,12 @@ import json
 import logging
 import operator
 import os
+from typing import NamedTuple
 
 import apache_beam as beam
-from apache_beam.pvalue import TaggedOutput
 
 from pipelines.beam.files import write_bytes_atomic
-from pipelines.beam.names import REJECTED, REJECTED_FILE, UNKNOWN_LABEL, UNKNOWN_TAG
+from pipelines.beam.names import REJECTED_FILE, UNKNOWN_LABEL, UNKNOWN_TAG
 
 log = logging.getLogger(__name__)
 
@@ -31,21 +38,38 @@ def preview(text: str, limit: int = 2000) -> str:
     return text if len(text) <= limit else text[:limit] + f"... [{len(text) - limit} more characters]"
 
 
-def reject(record: dict, reason: str, detail: str, text: str) -> TaggedOutput:
-    """``record`` as a rejected record on the ``rejected`` output."""
-    return TaggedOutput(
-        REJECTED,
-        {"index": record["index"], "split": record["split"], "source": record["source"], "line": record["line"],
-         "reason": reason, "detail": detail, "text": preview(text)},
-    )
+def reject(record: dict, reason: str, detail: str, text: str) -> dict:
+    """``record`` as a rejected record: ``{"index", "split", "source", "line", "reason", "detail", "text"}``
+    (``text`` cut by :func:`preview`); emit it in the step's output, :class:`SplitRejected` sets it apart."""
+    return {"index": record["index"], "split": record["split"], "source": record["source"], "line": record["line"],
+            "reason": reason, "detail": detail, "text": preview(text)}
+
+
+def is_rejected(record: dict) -> bool:
+    """Whether ``record`` is a rejected record (it has a ``reason``)."""
+    return "reason" in record
+
+
+class Split(NamedTuple):
+    """What :class:`SplitRejected` returns: the ``accepted`` and the ``rejected`` PCollections (it
+    unpacks as ``accepted, rejected``)."""
+
+    accepted: beam.PCollection
+    rejected: beam.PCollection
 
 
 class SplitRejected(beam.PTransform):
-    """Corpus records → ``(accepted, rejected)``: records with a ``reason`` (unreadable input) are rejected."""
+    """Records → :class:`Split` ``(accepted, rejected)``: the records with a ``reason`` (:func:`reject`,
+    or unreadable input from the readers) are rejected, the others accepted.
+
+    Two filters over the one input, not a multi-output ``ParDo`` (see the module docstring).
+    """
 
     def expand(self, records):
-        accepted, rejected = records | "ByReason" >> beam.Partition(lambda r, n: 1 if "reason" in r else 0, 2)
-        return accepted, rejected
+        return Split(
+            accepted=records | "Accepted" >> beam.Filter(lambda r: "reason" not in r),  # no annotations: Beam
+            rejected=records | "Rejected" >> beam.Filter(lambda r: "reason" in r),  # would read them as hints
+        )
 
 
 def rejected_json_line(record: dict) -> str:

@@ -131,6 +131,10 @@ class TakeFirstPerSplit(beam.PTransform):
     ``order="hash"``: by a hash of source and line, a fixed pseudo-random order, so that a corpus
     stored class by class (``bbc``, ``folder``) keeps every class. Splits not listed in
     ``max_lines`` pass through whole. Deterministic on every runner.
+
+    The first records are a ``CombineGlobally`` of :class:`~apache_beam.transforms.combiners.TopCombineFn`,
+    not ``beam.combiners.Top.Smallest``: that one keeps each bundle's best records in a DoFn that emits
+    them from ``finish_bundle``, which Beam 2.77's DaskRunner drops (the split would come out empty).
     """
 
     def __init__(self, max_lines: dict[str, int] | None, order: str = "corpus"):
@@ -152,9 +156,9 @@ class TakeFirstPerSplit(beam.PTransform):
             parts.append(
                 records
                 | f"Only[{split}]" >> beam.Filter(lambda r, s: r["split"] == s, split)
-                | f"First[{split}]" >> beam.combiners.Top.Smallest(
-                    self.max_lines[split], key=operator.itemgetter("index") if self.order == "corpus" else _hash_order
-                )
+                | f"First[{split}]" >> beam.CombineGlobally(beam.combiners.TopCombineFn(
+                    self.max_lines[split], key=operator.itemgetter("index") if self.order == "corpus" else _hash_order,
+                    reverse=True))  # the smallest keys
                 | f"Unpack[{split}]" >> beam.FlatMap(lambda rs: rs)
             )
         return tuple(parts) | "Merge" >> beam.Flatten()

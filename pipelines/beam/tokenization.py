@@ -2,24 +2,29 @@
 batch; records that cannot be used are rejected with their reason.
 
 The tokenizer is made in ``DoFn.setup()``; tokenization runs on batches of lines, since per-element
-eager calls are slow.
+eager calls are slow. The batches come from :class:`BatchRecords`, a keyed grouping, not from
+``beam.BatchElements``: that one emits each bundle's last batch from ``finish_bundle``, and Beam
+2.77's DaskRunner drops whatever a DoFn emits there (it collects a partition's outputs before calling
+``finish_bundle``), so on Dask those records would vanish without a trace.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipelines.beam.names import ACCEPTED, NAMESPACE, REJECTED
+from pipelines.beam.names import NAMESPACE
 from pipelines.beam.rejects import (EMPTY, INVALID_UTF8, REJECT_REASONS, TOKEN_TOO_LONG, TOKENIZER_ERROR, TOO_LONG,
-                                    reject)
+                                    SplitRejected, reject)
 from preprocessing.tokenizers import Tokenizer, TokenizerConfig
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_TOKEN_CHARS = 100  # DataConfig.max_token_chars' default
+DEFAULT_BATCH_SIZE = 1024  # records per tokenizer call, on average
 TOKEN_PREVIEW_CHARS = 40
 
 
@@ -39,7 +44,8 @@ def _utf8_error_detail(record: dict, raw: bytes, err: UnicodeDecodeError, what: 
 class TokenizeBatchDoFn(beam.DoFn):
     """Decodes, normalizes and tokenizes a *list* of corpus records in one TensorFlow call.
 
-    Main output: tokenized records. Tagged output ``rejected``: records that are not valid UTF-8
+    Outputs tokenized records and, beside them, rejected records (:func:`~pipelines.beam.rejects.reject`,
+    with a ``reason``) for those that are not valid UTF-8
     (``detail`` names the file line and the byte offset in the text), are empty after normalization
     (no token, or only whitespace tokens at character level), have more than ``max_length`` tokens,
     or hold a token (after normalization) of more than ``max_token_chars`` characters
@@ -170,11 +176,45 @@ class TokenizeBatchDoFn(beam.DoFn):
             log.info("tokenized %d lines (this worker)", self._seen)
 
 
+def batch_key(record: dict, count: int, batch_size: int) -> int:
+    """The batch of ``record``: a hash of its ``index`` modulo ``ceil(count / batch_size)`` (the same on
+    every runner and worker, whatever the order records arrive in)."""
+    batches = max(1, -(-count // batch_size))
+    digest = hashlib.sha256(repr(tuple(record["index"])).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % batches
+
+
+class BatchRecords(beam.PTransform):
+    """Records → lists of about ``batch_size`` records (:func:`batch_key`; the batches of a run depend
+    only on the records, never on bundles, workers or timing).
+
+    A count, a key per record and a ``GroupByKey``: unlike ``beam.BatchElements`` it emits nothing from
+    ``finish_bundle``, which Beam 2.77's DaskRunner loses (see the module docstring).
+    """
+
+    def __init__(self, batch_size: int = DEFAULT_BATCH_SIZE):
+        super().__init__()
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        self.batch_size = batch_size
+
+    def expand(self, records):
+        count = records | "Count" >> beam.combiners.Count.Globally()
+        return (
+            records
+            | "KeyByBatch" >> beam.Map(lambda r, n, size: (batch_key(r, n, size), r),
+                                       beam.pvalue.AsSingleton(count), self.batch_size)
+            | "GroupByBatch" >> beam.GroupByKey()
+            | "Lists" >> beam.Map(lambda kv: list(kv[1]))
+        )
+
+
 class TokenizeLines(beam.PTransform):
-    """Batches corpus records and tokenizes them; returns outputs ``accepted`` (main) and ``rejected``.
+    """Batches corpus records (:class:`BatchRecords`) and tokenizes them; returns a
+    :class:`~pipelines.beam.rejects.Split` ``(accepted, rejected)``.
 
     ``max_length`` (tokens per record) and ``max_token_chars`` (characters per token) are the
-    limits of :class:`TokenizeBatchDoFn`.
+    limits of :class:`TokenizeBatchDoFn`; ``batch_size``: records per tokenizer call, on average.
 
     Example::
 
@@ -182,23 +222,21 @@ class TokenizeLines(beam.PTransform):
         out.accepted, out.rejected
     """
 
-    def __init__(self, tokenizer_config: TokenizerConfig, max_length: int, min_batch_size=256, max_batch_size=2048,
+    def __init__(self, tokenizer_config: TokenizerConfig, max_length: int, batch_size: int = DEFAULT_BATCH_SIZE,
                  target_config: TokenizerConfig | None = None, max_token_chars: int = DEFAULT_MAX_TOKEN_CHARS):
         super().__init__()
         self.target_config = target_config
         self.tokenizer_config = tokenizer_config
         self.max_length = max_length
         self.max_token_chars = _check_max_token_chars(max_token_chars)
-        self.min_batch_size = min_batch_size
-        self.max_batch_size = max_batch_size
+        self.batch_size = batch_size
 
     def expand(self, records):
         return (
             records
-            | "Batch" >> beam.BatchElements(min_batch_size=self.min_batch_size, max_batch_size=self.max_batch_size)
+            | "Batch" >> BatchRecords(self.batch_size)
             | "Tokenize"
             >> beam.ParDo(TokenizeBatchDoFn(self.tokenizer_config, self.max_length, target_config=self.target_config,
-                                            max_token_chars=self.max_token_chars)).with_outputs(
-                REJECTED, main=ACCEPTED
-            )
+                                            max_token_chars=self.max_token_chars))
+            | "SetAside" >> SplitRejected()
         )

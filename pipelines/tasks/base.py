@@ -175,13 +175,17 @@ def metric_prefix(split: str) -> str:
     return "val" if split == "valid" else split
 
 
-def load_example_splits(data_dir, with_chars: bool = False) -> dict:
-    """The train / valid / test examples of an example-record directory; an empty split is an error
-    that says where to look."""
+def load_example_splits(data_dir, with_chars: bool = False, manifest=None) -> dict:
+    """The train / valid / test examples of an example-record directory: the training split as a
+    :class:`~preprocessing.streams.ExampleStream` (read from the shards as training goes, never held),
+    valid and test in memory (:func:`~preprocessing.input_fns.load_examples`: the evaluators score
+    and report every item). An empty split is an error that says where to look."""
     from preprocessing.input_fns import load_examples
     from preprocessing.manifest import DataError
+    from preprocessing.streams import ExampleStream
 
-    examples = {split: load_examples(data_dir, split, with_chars) for split in ("train", "valid", "test")}
+    examples = {"train": ExampleStream(data_dir, "train", with_chars, manifest=manifest)}
+    examples.update({split: load_examples(data_dir, split, with_chars) for split in ("valid", "test")})
     for split, ex in examples.items():
         if not len(ex):
             raise DataError(f"{data_dir}: the {split} split is empty; check data.split and rejected/")

@@ -91,7 +91,7 @@ class LabelledTask(Task):
         labels = LabelSet.load(manifest.file("labels"))
         with_chars = self.with_chars(config, manifest)
         char_vocab = Vocabulary.load(manifest.file("chars")) if with_chars else None
-        examples = load_example_splits(data_dir, with_chars)
+        examples = load_example_splits(data_dir, with_chars, manifest)
         unseen = unseen_names(manifest)
         for split in ("valid", "test"):
             counts = (manifest["splits"][split].get("unseen") or {})
@@ -119,7 +119,7 @@ class LabelledTask(Task):
 
         t = config.training
         return ExampleData(data.examples["train"], t.batch_size, seed=t.seed, max_steps=t.max_steps_per_epoch,
-                           max_length=t.max_length, max_chars=self.max_chars(config))
+                           shuffle_buffer=t.shuffle_buffer, max_length=t.max_length, max_chars=self.max_chars(config))
 
     def validator(self, config, data, tracker, epoch):
         data.evaluators = {split: self.make_evaluator(config, data.examples[split], data.labels.labels, data.unseen)

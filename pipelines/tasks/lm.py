@@ -1,8 +1,9 @@
 """Language modelling: one id stream per split, truncated BPTT with carried state, perplexity.
 
 Records: every text becomes its token ids followed by ``<eos>`` (Mikolov's PTB setup); a split is
-their concatenation in corpus order. Training lays the stream out as ``batch_size`` parallel rows
-(:func:`preprocessing.input_fns.bptt_layout`); the export (:class:`~keras_models.export.LanguageModelScorer`)
+their concatenation in corpus order. Training lays the stream out as ``batch_size`` parallel rows,
+read from the shards as it goes (:class:`preprocessing.streams.TokenStream`: each row reads its own
+contiguous segment; nothing holds a split in memory); the export (:class:`~keras_models.export.LanguageModelScorer`)
 scores raw sentences; the CLI verb is ``rnnflow generate``.
 """
 
@@ -23,7 +24,7 @@ log = logging.getLogger("rnnflow")
 class LanguageModelData(TaskData):
     vocab: Any = None
     level: str = "word"
-    layouts: dict | None = None  # split -> BPTTLayout (train: batch_size rows; valid/test: eval_batch_size)
+    layouts: dict | None = None  # split -> TokenStream (train: batch_size rows; valid/test: eval_batch_size)
     val_eval: Any = None
 
 
@@ -63,8 +64,7 @@ def gradient_flow_curves(config, model, layout, steps: int = 60) -> dict[str, np
 
     from keras_models.diagnostics import gradient_flow
 
-    steps = min(steps, layout.inputs.shape[1])
-    ids, targets = layout.inputs[:4, :steps], layout.targets[:4, :steps]
+    ids, targets = layout.head(4, steps)
     curves = {f"trained {config.model.cell}": gradient_flow(model, ids, targets)}
     for cell in ("rnn", "lstm", "gru"):
         keras.utils.set_random_seed(config.training.seed)
@@ -95,21 +95,20 @@ class LanguageModelTask(Task):
 
     # --------------------------------------------------------------------------------- run
     def load(self, config, data_dir, manifest):
-        from preprocessing.input_fns import bptt_layout, lm_token_stream
         from preprocessing.manifest import check_compatible
+        from preprocessing.streams import TokenStream
         from preprocessing.vocab import Vocabulary
 
         t = config.training
         vocab = Vocabulary.load(manifest.file("vocab"))
         check_compatible(manifest, task=self.name, vocabulary=vocab.tokens)
-        log.info("reading the token streams from %s", data_dir)
-        streams = {split: lm_token_stream(data_dir, split) for split in ("train", "valid", "test")}
-        layouts = {"train": bptt_layout(streams["train"], t.batch_size, t.bptt)}
-        layouts.update({s: bptt_layout(streams[s], t.eval_batch_size, t.bptt) for s in ("valid", "test")})
+        log.info("checking the shards of %s (the token streams are read as training goes)", data_dir)
+        layouts = {split: TokenStream(data_dir, split, t.batch_size if split == "train" else t.eval_batch_size,
+                                      t.bptt, manifest=manifest) for split in ("train", "valid", "test")}
         return LanguageModelData(
             data_dir=data_dir, manifest=manifest, vocab=vocab, level=manifest.tokenizer["level"], layouts=layouts,
             artifacts=[(manifest.file("vocab"), "data/vocab")],
-            params={"data.train_tokens": len(streams["train"]), "data.vocab_size": len(vocab)},
+            params={"data.train_tokens": layouts["train"].tokens, "data.vocab_size": len(vocab)},
         )
 
     def build_model(self, config, data):
@@ -125,7 +124,7 @@ class LanguageModelTask(Task):
 
         t = config.training
         return TrainData(data.layouts["train"], shuffle_windows=not t.carry_state, seed=t.seed,
-                         max_steps=t.max_steps_per_epoch)
+                         max_steps=t.max_steps_per_epoch, shuffle_buffer=t.shuffle_buffer)
 
     def validator(self, config, data, tracker, epoch):
         from keras_models.evaluation import StreamEvaluator
@@ -179,12 +178,13 @@ class LanguageModelTask(Task):
 
     def evaluate_model(self, config, model, data_dir, split):
         from keras_models.evaluation import StreamEvaluator
-        from preprocessing.input_fns import bptt_layout, lm_token_stream
         from preprocessing.manifest import check_compatible, load_manifest
+        from preprocessing.streams import TokenStream
 
         t = config.training
-        check_compatible(load_manifest(data_dir), task=self.name, vocabulary=model.vocabulary)
-        layout = bptt_layout(lm_token_stream(data_dir, split), t.eval_batch_size, t.bptt)
+        manifest = load_manifest(data_dir)
+        check_compatible(manifest, task=self.name, vocabulary=model.vocabulary)
+        layout = TokenStream(data_dir, split, t.eval_batch_size, t.bptt, manifest=manifest)
         return StreamEvaluator(layout, jit_compile=t.jit_compile)(model.language_model)
 
     def add_commands(self, subparsers):

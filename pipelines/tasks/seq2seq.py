@@ -84,7 +84,7 @@ class Seq2SeqTask(Task):
         source_vocab = Vocabulary.load(manifest.file("vocab"))
         target_vocab = Vocabulary.load(manifest.file("target_vocab"))
         check_compatible(manifest, task=self.name, vocabulary=source_vocab.tokens)
-        examples = load_example_splits(data_dir)
+        examples = load_example_splits(data_dir, manifest=manifest)
         return Seq2SeqData(
             data_dir=data_dir, manifest=manifest, source_vocab=source_vocab, target_vocab=target_vocab,
             target_level=manifest.target_tokenizer["level"], examples=examples,
@@ -129,7 +129,7 @@ class Seq2SeqTask(Task):
 
         t = config.training
         return ExampleData(data.examples["train"], t.batch_size, seed=t.seed, max_steps=t.max_steps_per_epoch,
-                           max_length=t.max_length)
+                           shuffle_buffer=t.shuffle_buffer, max_length=t.max_length)
 
     def validator(self, config, data, tracker, epoch):
         data.val_greedy = self._evaluator(config, data, "valid", 1)

@@ -6,7 +6,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from beam_helpers import pipeline, rec, tok
 from pipelines.beam.rejects import REJECT_REASONS, preview
-from pipelines.beam.tokenization import TokenizeLines
+from pipelines.beam.tokenization import BatchRecords, TokenizeLines, batch_key
 from preprocessing.tokenizers import TokenizerConfig
 
 
@@ -120,3 +120,34 @@ def test_tokenize_lines_invalid_utf8_names_the_line_and_the_byte_of_the_text():
                 (5, "line 5: invalid UTF-8 at byte 0 of the text (invalid start byte)"),
             ]),
         )
+
+
+def test_batch_records_puts_every_record_in_one_batch_of_about_the_size():
+    records = [rec(i, "train", f"line {i}".encode()) for i in range(50)]
+    with pipeline() as p:
+        batches = p | beam.Create(records) | BatchRecords(batch_size=10)
+        sizes = batches | "Sizes" >> beam.Map(len) | beam.combiners.ToList()
+        assert_that(sizes, lambda got: _check_sizes(got[0], total=50, batches=5), label="sizes")
+        assert_that(batches | beam.FlatMap(lambda b: b), equal_to(records), label="records")
+    # the batch depends on the record and the count only (the same on every runner and worker)
+    assert [batch_key(r, 50, 10) for r in records] == [batch_key(dict(r), 50, 10) for r in records]
+    assert {batch_key(r, 50, 10) for r in records} <= set(range(5))
+    assert {batch_key(r, 5, 10) for r in records} == {0}
+
+
+def _check_sizes(sizes, total, batches):
+    assert sum(sizes) == total and 1 <= len(sizes) <= batches, sizes
+
+
+def test_tokenize_lines_on_more_records_than_a_batch_keeps_each_once():
+    records = [rec(i, "train", f"w{i} x".encode()) for i in range(40)] + [rec(40, "train", b"  ")]
+    with pipeline() as p:
+        out = p | beam.Create(records) | TokenizeLines(TokenizerConfig(), max_length=5, batch_size=7)
+        assert_that(out.accepted, equal_to([tok(i, "train", [f"w{i}", "x"]) for i in range(40)]), label="ok")
+        assert_that(out.rejected | beam.Map(lambda r: (r["line"], r["reason"])), equal_to([(40, "empty")]),
+                    label="rejected")
+
+
+def test_batch_records_refuses_a_bad_size():
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1"):
+        BatchRecords(batch_size=0)
