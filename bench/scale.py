@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import socket
 import subprocess
 import sys
@@ -194,6 +193,13 @@ def measure_prepare(config: Path, runner: str, cluster: DaskCluster | None) -> d
             "data_dir": data_dir}
 
 
+def _peak_rss_mb() -> int:
+    """This process' peak RSS (``VmHWM``: unlike ``ru_maxrss`` it is not inherited across exec)."""
+    with open("/proc/self/status") as f:
+        kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    return round(kb / 1024)
+
+
 def _child(argv: list[str]) -> dict:
     """Runs ``bench/scale.py --child ...`` in a fresh process and returns its JSON line."""
     out = subprocess.run([sys.executable, __file__, "--child", *argv], capture_output=True, text=True,
@@ -227,7 +233,7 @@ def child_input(kind: str, data_dir: str, max_tokens: int) -> dict:
                 break
     wall = time.perf_counter() - start
     return {"input": kind, "tokens": tokens, "wall_s": round(wall, 2), "tokens_per_s": round(tokens / wall),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+            "peak_rss_mb": _peak_rss_mb()}
 
 
 def child_train(config_path: str, data_dir: str, started: float) -> dict:
@@ -264,7 +270,7 @@ def child_train(config_path: str, data_dir: str, started: float) -> dict:
         loss, state = step(next(iterator), state)
     float(loss)
     return {"time_to_first_step_s": round(first, 1), "after_50_steps_s": round(time.time() - started, 1),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+            "peak_rss_mb": _peak_rss_mb()}
 
 
 def main(argv: list[str] | None = None) -> int:

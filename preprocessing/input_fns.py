@@ -196,6 +196,17 @@ def bptt_layout(stream: np.ndarray, num_streams: int, bptt: int) -> BPTTLayout:
     return BPTTLayout(inputs=rows[:, :-1], targets=rows[:, 1:], bptt=bptt)
 
 
+def replica_share(ctx: tf.distribute.InputContext | None, global_batch_size: int) -> tuple[int, int, int]:
+    """``(worker, local replicas, rows per replica)`` of a ``dataset_fn``'s input context: worker ``w``
+    feeds its ``local`` replicas, replica ``r`` (global id) takes rows ``[r*b, (r+1)*b)`` of each global batch."""
+    replicas = ctx.num_replicas_in_sync if ctx else 1
+    pipelines = ctx.num_input_pipelines if ctx else 1
+    worker = ctx.input_pipeline_id if ctx else 0
+    if global_batch_size % replicas:
+        raise ValueError(f"batch size {global_batch_size} is not divisible by the {replicas} replicas in sync")
+    return worker, replicas // pipelines, global_batch_size // replicas
+
+
 def bptt_dataset_fn(
     layout,
     *,
@@ -214,15 +225,7 @@ def bptt_dataset_fn(
     """
 
     def dataset_fn(ctx: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
-        replicas = ctx.num_replicas_in_sync if ctx else 1
-        pipelines = ctx.num_input_pipelines if ctx else 1
-        worker = ctx.input_pipeline_id if ctx else 0
-        if layout.num_streams % replicas:
-            raise ValueError(
-                f"batch size {layout.num_streams} is not divisible by the {replicas} replicas in sync"
-            )
-        per_replica = layout.num_streams // replicas
-        local = replicas // pipelines
+        worker, local, per_replica = replica_share(ctx, layout.num_streams)
         t = layout.bptt
         ds = layout.dataset(worker * local * per_replica, local * per_replica, skip_windows=skip_windows,
                             shuffle_seed=seed if shuffle_windows else None, shuffle_buffer=shuffle_buffer)
@@ -440,13 +443,7 @@ def example_dataset_fn(
                             drop_remainder=True)[skip_batches:]
 
     def dataset_fn(ctx: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
-        replicas = ctx.num_replicas_in_sync if ctx else 1
-        pipelines = ctx.num_input_pipelines if ctx else 1
-        worker = ctx.input_pipeline_id if ctx else 0
-        if global_batch_size % replicas:
-            raise ValueError(f"batch size {global_batch_size} is not divisible by the {replicas} replicas in sync")
-        per_replica = global_batch_size // replicas
-        local = replicas // pipelines
+        worker, local, per_replica = replica_share(ctx, global_batch_size)
 
         def generate():
             for indices in batches:

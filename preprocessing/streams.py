@@ -385,14 +385,10 @@ class ExampleStream:
         """A ``dataset_fn`` for ``strategy.distribute_datasets_from_function``: :meth:`batches`, each
         worker keeping the rows of its replicas (replica ``r``: rows ``[r*b, (r+1)*b)``)."""
 
+        from preprocessing.input_fns import replica_share
+
         def dataset_fn(ctx: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
-            replicas = ctx.num_replicas_in_sync if ctx else 1
-            pipelines = ctx.num_input_pipelines if ctx else 1
-            worker = ctx.input_pipeline_id if ctx else 0
-            if global_batch_size % replicas:
-                raise ValueError(f"batch size {global_batch_size} is not divisible by the {replicas} replicas in sync")
-            per_replica = global_batch_size // replicas
-            local = replicas // pipelines
+            worker, local, per_replica = replica_share(ctx, global_batch_size)
             first = worker * local * per_replica
             ds = self.batches(global_batch_size, seed=seed, skip_batches=skip_batches, max_length=max_length,
                               max_chars=max_chars, sort_window=sort_window, shuffle_buffer=shuffle_buffer)
