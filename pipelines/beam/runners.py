@@ -150,11 +150,9 @@ def runner_name(options: PipelineOptions) -> str:
 
 
 def _check_dask() -> None:
-    import importlib
-
     try:
-        for module in ("dask.bag", "distributed"):
-            importlib.import_module(module)
+        import dask.bag  # noqa: F401 - what Beam's DaskRunner needs
+        import distributed  # noqa: F401
     except ImportError as err:
         raise RunnerError(
             f"--runner DaskRunner needs dask and distributed ({err}); install them with "
