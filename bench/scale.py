@@ -16,10 +16,16 @@ the Dask runner the scheduler's and workers' processes are added):
   ``bptt_dataset_fn``, batch 20, bptt 35) and bucketed tagging batches (``ExampleStream``, batch 32),
   tokens/s over one epoch (capped by ``--max-input-tokens``), start-up included;
 * ``train``: time from process start to the first finished training step of the ptb_small model
-  (``Task.load`` → dataset → model → one step) and peak RSS after 50 steps.
+  (``Task.load`` → dataset → model → one step) and peak RSS after 50 steps;
+* ``multiworker``: the ptb_small model trained for ``--mw-steps`` steps by ``keras_models.training.Trainer``
+  under ``MultiWorkerMirroredStrategy``, two worker processes on loopback (``TF_CONFIG``), each reading
+  only its own rows of the ``TokenStream``, against one worker on the default strategy: the per-step
+  losses, the largest difference, and the bytes each process read (``rchar`` of ``/proc/self/io``,
+  which counts the shards and everything else it read, libraries included).
 
     .venv/bin/python bench/scale.py --sizes 1 20 --output bench/results/scale.json
     .venv/bin/python bench/scale.py --sizes 100 --parts prepare --runners inprocess
+    .venv/bin/python bench/scale.py --sizes 20 --parts multiworker
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNERS = ("inprocess", "multiprocessing", "dask")
-PARTS = ("prepare", "input", "train")
+PARTS = ("prepare", "input", "train", "multiworker")
 
 
 # ------------------------------------------------------------------------------------ corpora
@@ -273,6 +279,82 @@ def child_train(config_path: str, data_dir: str, started: float) -> dict:
             "peak_rss_mb": _peak_rss_mb()}
 
 
+def _bytes_read() -> int:
+    with open("/proc/self/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
+
+
+def child_multiworker(config_path: str, data_dir: str, steps: int) -> dict:
+    """One worker (``TF_CONFIG`` set) or the one-worker reference: ``steps`` training steps of the
+    config's language model through the real Trainer, reading the training split's TokenStream."""
+    import tempfile
+
+    from keras_models.strategies import is_chief, make_strategy
+
+    strategy = make_strategy("multi_worker" if "TF_CONFIG" in os.environ else "default")
+    import keras
+
+    from keras_models.training import Trainer
+    from pipelines import tasks
+    from pipelines.config import load_config
+    from preprocessing.manifest import load_manifest
+
+    config = load_config(config_path)
+    config = config.model_copy(update={"training": config.training.model_copy(
+        update={"epochs": 1, "max_steps_per_epoch": steps, "log_every_steps": 1, "jit_compile": False})})
+    task = tasks.get(config.data.task)
+    before = _bytes_read()
+    data = task.load(config, Path(data_dir), load_manifest(data_dir))
+
+    def build():
+        keras.utils.set_random_seed(config.training.seed)
+        return task.build_model(config, data)
+
+    with tempfile.TemporaryDirectory() as checkpoints:
+        trainer = Trainer(strategy=strategy, build_model=build, task=task.training_task(config),
+                          data=task.train_data(config, data), settings=config.training,
+                          checkpoint_dir=checkpoints, verbose=False)
+        result = trainer.fit()
+    return {"replicas": strategy.num_replicas_in_sync, "chief": is_chief(strategy),
+            "losses": [float(x) for x in result.steps["train_loss"]], "bytes_read": _bytes_read() - before,
+            "peak_rss_mb": _peak_rss_mb()}
+
+
+def measure_multiworker(config: Path, data_dir: str, steps: int) -> dict:
+    ports = [_free_port(), _free_port()]
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    procs = []
+    for i in range(2):
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "",
+               "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})}
+        procs.append(subprocess.Popen([sys.executable, __file__, "--child", "multiworker", str(config), data_dir,
+                                       str(steps)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    start = time.perf_counter()
+    workers = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=1800)
+        if proc.returncode:
+            raise RuntimeError(f"worker failed:\n{err[-3000:]}")
+        workers.append(json.loads(out.strip().splitlines()[-1]))
+    wall = time.perf_counter() - start
+    one = _child(["multiworker", str(config), data_dir, str(steps)])
+    diff = max(abs(a - b) for w in workers for a, b in zip(w["losses"], one["losses"]))
+    return {"steps": steps, "two_workers_wall_s": round(wall, 1), "max_abs_loss_diff": diff,
+            "first_losses": [round(x, 6) for x in one["losses"][:3]], "last_loss_one_worker": one["losses"][-1],
+            "last_loss_two_workers": [w["losses"][-1] for w in workers],
+            "bytes_read_one_worker": one["bytes_read"], "bytes_read_two_workers": [w["bytes_read"] for w in workers],
+            "replicas": [w["replicas"] for w in workers], "peak_rss_mb_two_workers": [w["peak_rss_mb"] for w in workers]}
+
+
+def _save(path: Path | None, result: dict) -> None:
+    """Appends one result to the output file at once (a later failure keeps what was measured)."""
+    print(json.dumps(result), flush=True)
+    if path is None:
+        return
+    previous = json.loads(path.read_text()) if path.exists() else []
+    path.write_text(json.dumps(previous + [result], indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -281,13 +363,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
     parser.add_argument("--work", default="/tmp/rnnflow-scale", help="corpora and prepared data (kept for reuse)")
     parser.add_argument("--max-input-tokens", type=int, default=50_000_000)
+    parser.add_argument("--mw-steps", type=int, default=30, help="training steps of the multiworker part")
     parser.add_argument("--output", help="append the results (JSON) to this file")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         kind, *rest = args.child
         started = time.time()
-        result = child_input(rest[0], rest[1], int(rest[2])) if kind == "input" else child_train(rest[0], rest[1], started)
+        if kind == "input":
+            result = child_input(rest[0], rest[1], int(rest[2]))
+        elif kind == "multiworker":
+            result = child_multiworker(rest[0], rest[1], int(rest[2]))
+        else:
+            result = child_train(rest[0], rest[1], started)
         print(json.dumps(result))
         return 0
 
@@ -295,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    results = []
+    output = Path(args.output) if args.output else None
     for size in args.sizes:
         corpora = build_corpora(work, size)
         lm_config = write_config(work, corpora["text"], f"ptb_x{size}")
@@ -309,9 +397,8 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     r = measure_prepare(lm_config, runner, None)
                 dirs["lm"] = r.pop("data_dir")
-                results.append({"part": "prepare", "size": size, **r})
-                print(json.dumps(results[-1]), flush=True)
-        if "input" in args.parts or "train" in args.parts:
+                _save(output, {"part": "prepare", "size": size, **r})
+        if {"input", "train", "multiworker"} & set(args.parts):
             from pipelines.config import load_config
             from pipelines.prepare import prepare
 
@@ -320,16 +407,12 @@ def main(argv: list[str] | None = None) -> int:
         if "input" in args.parts:
             for kind, key in (("lm", "lm"), ("tagging", "tagged")):
                 r = _child(["input", kind, dirs[key], str(args.max_input_tokens)])
-                results.append({"part": "input", "size": size, **r})
-                print(json.dumps(results[-1]), flush=True)
+                _save(output, {"part": "input", "size": size, **r})
         if "train" in args.parts:
             r = _child(["train", str(lm_config), dirs["lm"]])
-            results.append({"part": "train", "size": size, **r})
-            print(json.dumps(results[-1]), flush=True)
-    if args.output:
-        path = Path(args.output)
-        previous = json.loads(path.read_text()) if path.exists() else []
-        path.write_text(json.dumps(previous + results, indent=2) + "\n")
+            _save(output, {"part": "train", "size": size, **r})
+        if "multiworker" in args.parts:
+            _save(output, {"part": "multiworker", "size": size, **measure_multiworker(lm_config, dirs["lm"], args.mw_steps)})
     return 0
 
 

@@ -222,7 +222,11 @@ class DataConfig(TokenizerSettings):
         None, description="keep only the first N records of a split (e.g. {train: 5000}); for quick runs. Corpus "
         "order, except for classification: a fixed hash order, so that corpora stored class by class keep every class",
     )
-    num_shards: int = Field(0, ge=0, description="shards per split; 0 picks one per ~1M tokens")
+    num_shards: int = Field(
+        0, ge=0, description="shards per split; 0 picks one per ~1M tokens, but at least min_shards")
+    min_shards: int = Field(
+        8, ge=1, description="with num_shards 0, a split has at least this many shards (each of >= 100k tokens): "
+        "set it to at least training workers x 8 (a stream's reader threads) so every reader has files")
     output_dir: str = "data/prepared"
 
     @property

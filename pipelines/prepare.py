@@ -102,8 +102,9 @@ log = logging.getLogger(__name__)
 # Bump when the prepare job's behaviour changes (tokenization details, rejection rules, encoding):
 # a new version never reuses data prepared by the old code.
 # 4: the manifest records each shard's sha256, size, examples and tokens; 5: and the feature spec, and
-# valid/test items with labels unseen in training are kept (per split ``unseen`` counts)
-PREPARE_VERSION = 5
+# valid/test items with labels unseen in training are kept (per split ``unseen`` counts); 6: at least
+# data.min_shards shards per split of >= 100k tokens each
+PREPARE_VERSION = 6
 MANIFEST = "manifest.json"
 SUMMARY_FILE = "_summary.json"
 
@@ -271,21 +272,18 @@ def build_pipeline(
     (``Task.encode``: label sets, features) comes after the token vocabulary."""
     task = tasks.get(config.task)
     rejected = []
-    read, unreadable = (
-        p
-        | "ReadCorpus" >> ReadCorpus(sources, expected_sha256)
-        | "SetAsideUnreadable" >> SplitRejected()
-    )
+    all_read = p | "ReadCorpus" >> ReadCorpus(sources, expected_sha256)
+    read, unreadable = all_read | "SetAsideUnreadable" >> SplitRejected()
     rejected.append(unreadable)
     if config.dedupe_enabled:
         read, duplicates = read | "DropDuplicates" >> DropDuplicates()
         rejected.append(duplicates)
     s = config.split
-    records = (
-        read
-        | "AssignSplit" >> AssignSplit(s.valid, s.test, s.seed, method=s.method, period=s.period)
-        | "MaxLines" >> TakeFirstPerSplit(config.max_lines, task.max_lines_order)
-    )
+    assigned = read | "AssignSplit" >> AssignSplit(s.valid, s.test, s.seed, method=s.method, period=s.period)
+    records = assigned | "MaxLines" >> TakeFirstPerSplit(config.max_lines, task.max_lines_order)
+    # the record counts the launcher checks: every record read is an example, a rejection or beyond max_lines
+    counts = {f"records_{name}": pcoll | f"Count[{name}]" >> beam.combiners.Count.Globally()
+              for name, pcoll in (("read", all_read), ("assigned", assigned), ("kept", records))}
     tokenized = records | "Tokenize" >> TokenizeLines(tokenizer_config(config), config.max_length,
                                                       target_config=task.target_tokenizer(config), max_token_chars=config.max_token_chars)
     rejected.append(tokenized.rejected)
@@ -296,9 +294,9 @@ def build_pipeline(
     )
     encoded = task.encode(config, tokenized.accepted, vocab, out_dir)
     rejected.extend(encoded.rejected)
-    extra_files = dict(encoded.files)
+    extra_files = {**encoded.files, **counts}
     encoded = encoded.records
-    summaries = encoded | "SummarizeSplits" >> SummarizeSplits(config.num_shards)
+    summaries = encoded | "SummarizeSplits" >> SummarizeSplits(config.num_shards, min_shards=config.min_shards)
     shards = encoded | "WriteShards" >> WriteShards(out_dir, summaries, task.features(config))
     rejected_info = tuple(rejected) | "GatherRejected" >> beam.Flatten() | "WriteRejected" >> WriteRejected(out_dir)
     vocab_info = vocab | "WriteVocabulary" >> WriteVocabulary(out_dir)
@@ -307,6 +305,26 @@ def build_pipeline(
     _ = p | "WriteSummary" >> WriteSummary(
         os.path.join(out_dir, SUMMARY_FILE), summaries, rejected_info, vocab_info, shards, extra_files
     )
+
+
+def _records(summary: dict) -> dict[str, int]:
+    """``{"read", "beyond_max_lines"}`` from the job's own counts, after checking that every record read
+    is accounted for: an example of a split, a rejected record, or left out by ``max_lines``.
+
+    Raises:
+        RuntimeError: records went missing between reading and writing (a runner that lost data);
+            nothing is kept.
+    """
+    read, beyond = summary["records_read"], summary["records_assigned"] - summary["records_kept"]
+    examples = sum(s["examples"] for s in summary["splits"].values())
+    rejected = summary["rejected"]["count"]
+    if read != examples + rejected + beyond:
+        raise RuntimeError(
+            f"the runner lost records: {read} were read, but the job wrote {examples} examples and {rejected} "
+            f"rejected records and left {beyond} out by max_lines ({read - examples - rejected - beyond} missing); "
+            "nothing was kept. Run it again; if it happens again, use another runner and report it"
+        )
+    return {"read": read, "beyond_max_lines": beyond}
 
 
 def _build_manifest(
@@ -353,6 +371,7 @@ def _build_manifest(
         **{key: summary[key] for key in FILE_KEYS if key in summary and key != "vocab"},
         "splits": splits,
         "rejected": summary["rejected"],
+        "records": _records(summary),
         "config": config_for_manifest(config),
         "schema_version": schema.SCHEMA_VERSION,
         "prepare_version": PREPARE_VERSION,

@@ -11,8 +11,9 @@ Runner names (``--runner``; short names in any case, ``Runner`` suffix optional)
     SparkRunner (spark)        --spark_master_url=spark://host:port (a portable Spark job server)
     DataflowRunner (dataflow)  Google Cloud Dataflow (--project, --region, --temp_location gs://...)
     PrismRunner (prism)        Beam's Go runner (downloads its binary at run time)
-    DaskRunner (dask)          apache_beam.runners.dask.dask_runner.DaskRunner on a Dask cluster
-                               (--dask_client_address tcp://host:8786; needs ``rnnflow[dask]``)
+    DaskRunner (dask)          Beam's DaskRunner on a Dask cluster, with side inputs computed once and
+                               real partitions (pipelines.beam.dask_runner; --dask_client_address
+                               tcp://host:8786, --dask_npartitions N; needs ``rnnflow[dask]``)
 
 Any other runner Beam knows by name, and the fully qualified class name of a ``PipelineRunner``
 subclass, are passed to Beam as given; anything else is a :class:`RunnerError` naming ``--runner``
@@ -163,7 +164,8 @@ def _check_dask() -> None:
 def make_runner(options: PipelineOptions):
     """The runner object for ``options`` (from :func:`pipeline_options`): ``DirectRunner`` →
     :func:`local_runner` (Beam's in-process FnApiRunner, no Prism download); the others as Beam makes
-    them from their name.
+    them from their name, but DaskRunner → :class:`pipelines.beam.dask_runner.DaskRunner` (Beam's, made
+    usable on a real corpus).
 
     Raises:
         RunnerError: the runner's packages are missing (DaskRunner without ``rnnflow[dask]``).
@@ -179,6 +181,9 @@ def make_runner(options: PipelineOptions):
         return local_runner(options)
     if name == "DaskRunner":
         _check_dask()
+        from pipelines.beam.dask_runner import DaskRunner
+
+        return DaskRunner()
     return create_runner(_option_value(name))
 
 

@@ -250,6 +250,37 @@ def test_a_job_killed_mid_write_leaves_nothing_that_looks_finished(corpus, tmp_p
     assert os.listdir(out) == [], "the temporary directory is removed on failure"
 
 
+def test_manifest_accounts_for_every_record_read(prepared, corpus, tmp_path):
+    config, data_dir, _ = prepared
+    manifest = prepare.load_manifest(data_dir)
+    examples = sum(s["examples"] for s in manifest["splits"].values())
+    assert manifest["records"] == {"read": 24 + 16, "beyond_max_lines": 0}  # a.txt and b.txt lines
+    assert examples + manifest["rejected"]["count"] == 40
+    limited = prepare.load_manifest(prepare.prepare(_config(corpus[0], tmp_path, max_lines={"train": 4})))
+    kept = sum(s["examples"] for s in limited["splits"].values()) + limited["rejected"]["count"]
+    assert limited["records"]["read"] == 40 and kept + limited["records"]["beyond_max_lines"] == 40
+    assert limited["records"]["beyond_max_lines"] > 0
+
+
+def test_a_runner_that_loses_records_fails_the_job_and_keeps_nothing(corpus, tmp_path, monkeypatch):
+    """A record that vanishes between reading and writing (as a runner losing data would) is an error,
+    not a shorter corpus: nothing that looks finished is left."""
+    import apache_beam as beam
+
+    real = prepare.TokenizeLines
+
+    class LosingOne(real):
+        def expand(self, records):
+            kept = records | "LoseOne" >> beam.Filter(lambda r: r["index"] != (0, 3))
+            return super().expand(kept)
+
+    monkeypatch.setattr(prepare, "TokenizeLines", LosingOne)
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match=r"the runner lost records: 40 were read.*\(1 missing\)"):
+        prepare.prepare(_config(corpus[0], out))
+    assert _no_finished_dir(out) == [] and os.listdir(out) == []
+
+
 def test_a_failed_forced_rebuild_keeps_the_previous_data(prepared, monkeypatch):
     config, data_dir, _ = prepared
     before = _files(data_dir)

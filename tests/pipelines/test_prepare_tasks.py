@@ -817,18 +817,21 @@ def test_stratified_split_on_a_tagging_corpus_is_refused_clearly(tmp_path):
         prepare.prepare(config)
 
 
-def test_max_lines_on_a_corpus_stored_by_class_keeps_every_class(tmp_path):
+def test_max_lines_on_a_corpus_stored_by_class_keeps_every_class(tmp_path, monkeypatch):
+    # relative paths: the hash order is keyed on the source names, which must not hold the random tmp dir
+    monkeypatch.chdir(tmp_path)
     for label in ("a", "b", "c"):
         (tmp_path / "c" / label).mkdir(parents=True)
         for i in range(20):
             (tmp_path / "c" / label / f"{i:02d}.txt").write_text(f"{label} document {i}", encoding="utf-8")
-    config = DataConfig(dataset="folder", files=[str(tmp_path / "c")], output_dir=str(tmp_path / "out"),
+    config = DataConfig(dataset="folder", files=["c"], output_dir="out",
                         split=SplitConfig(method="stratified", valid=0.2, test=0.2), max_lines={"train": 9})
     data_dir = prepare.prepare(config)
     manifest = prepare.load_manifest(data_dir)
     assert manifest["splits"]["train"]["examples"] == 9
     # corpus order would keep 9 documents of "a"; the hash order keeps all three classes
     assert set(manifest["splits"]["train"]["label_counts"]) == {"a", "b", "c"}
+    assert str(tmp_path) not in (data_dir / "manifest.json").read_text(encoding="utf-8")  # the order above is the same in every run
 
 
 def test_interleave_split_on_a_class_folder_corpus_is_not_silently_all_train(tmp_path):

@@ -1,11 +1,18 @@
 """Per-split summaries and shard counts (:mod:`pipelines.beam.stats`)."""
 
+import random
+
 import apache_beam as beam
+import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
 from beam_helpers import pipeline
-from pipelines.beam.stats import SplitSummaryFn, SummarizeSplits, num_shards_for
+from pipelines.beam.stats import BLOCK_LINES, SplitSummaryFn, SummarizeSplits, num_shards_for
 from preprocessing.vocab import EOS_ID
+
+
+SUMMARY_KEYS = ("examples", "tokens", "unk_tokens", "oov_rate", "length_histogram", "label_counts", "unseen",
+                "num_shards", "boundaries")
 
 
 def _encoded(index, split, n, unk=0):
@@ -95,7 +102,37 @@ def test_split_summary_takes_four_and_five_tuples():
 
 
 def test_num_shards_auto_and_capped():
-    assert num_shards_for(tokens=2_500_000, examples=100, requested=0) == 3
+    assert num_shards_for(tokens=12_500_000, examples=10_000, requested=0) == 13  # one per ~1M tokens
+    assert num_shards_for(tokens=2_500_000, examples=100, requested=0) == 8  # at least min_shards ...
+    assert num_shards_for(tokens=2_500_000, examples=100, requested=0, min_shards=2) == 3
+    assert num_shards_for(tokens=350_000, examples=100, requested=0) == 3  # ... of >= 100k tokens each
     assert num_shards_for(tokens=10, examples=100, requested=0) == 1
+    assert num_shards_for(tokens=2_500_000, examples=5, requested=0) == 5  # at most one per example
     assert num_shards_for(tokens=10, examples=2, requested=4) == 2
     assert num_shards_for(tokens=0, examples=0, requested=4) == 0
+
+
+@pytest.mark.parametrize("num_shards", [1, 3, 7, 40])
+def test_shard_boundaries_equal_the_ranks_of_the_sorted_indices(num_shards):
+    """Shards start at the records of rank k * n // num_shards, found through per-block counts:
+    several sources, gaps in the line numbers, shards starting across and inside blocks."""
+    rng = random.Random(num_shards)
+    indices = sorted({(rng.randrange(3), rng.randrange(3 * BLOCK_LINES)) for _ in range(900)})
+    records = [_encoded(line, "train", 2) | {"index": index} for line, index in enumerate(indices)]
+    rng.shuffle(records)
+    want = [indices[(k * len(indices)) // num_shards] for k in range(num_shards)]
+    with pipeline() as p:
+        out = p | beam.Create(records) | SummarizeSplits(num_shards=num_shards)
+        assert_that(out | beam.Map(lambda kv: (kv[0], kv[1]["num_shards"], kv[1]["boundaries"], sorted(kv[1]))),
+                    equal_to([("train", num_shards, want, sorted(SUMMARY_KEYS))]))
+
+
+def test_split_summary_memory_is_per_block_not_per_record():
+    fn = SplitSummaryFn(num_shards=2)
+    acc = fn.create_accumulator()
+    for line in range(3 * BLOCK_LINES):
+        acc = fn.add_input(acc, ((0, line), 1, 0, []))
+    assert acc[3] == {(0, 0): BLOCK_LINES, (0, 1): BLOCK_LINES, (0, 2): BLOCK_LINES}
+    out = fn.extract_output(acc)
+    # shard 1 starts at rank 3 * BLOCK_LINES // 2: inside block 1
+    assert out["cuts"] == [((0, 0), 0), ((0, 1), BLOCK_LINES // 2)] and out["cut_blocks"] == {(0, 0), (0, 1)}
