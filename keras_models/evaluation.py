@@ -1,23 +1,46 @@
 """Scoring a model on a whole split: stream perplexity (language models); loss, accuracy, span F1,
 macro-F1, confusion matrix (taggers, classifiers); loss and error rates of decoded outputs (seq2seq).
 
-Every example is scored (batches sorted by length, nothing dropped); padding never counts. Span-level
-precision / recall / F1 for BIO / BIOES tags come from ``seqeval`` (strict mode for BIOES, CoNLL
-``conlleval`` semantics for BIO), macro-F1 and the confusion matrix from scikit-learn. The compiled
-batch function is kept between calls, so per-epoch validation does not recompile.
+Every example is scored (batches sorted by length, nothing dropped); padding never counts. The
+evaluators of example records read one batch protocol (:func:`score_batches`): a split in memory
+(``preprocessing.input_fns.Examples``) or streamed from its shards
+(``preprocessing.streams.ExampleStream``), and keep sufficient statistics per batch — sums of
+losses and counts, confusion matrices, span counts per type, edit distances, sacrebleu's n-gram
+statistics — never every item, so a split of any size is scored in the memory of a window of
+batches, with the figures of scoring it all at once. Span-level precision / recall / F1 for BIO /
+BIOES tags come from ``seqeval``'s span extraction (strict mode for BIOES, CoNLL ``conlleval``
+semantics for BIO), error rates and BLEU / chrF from :mod:`keras_models.metrics`, macro-F1 and the
+classification report from scikit-learn. The compiled batch function is kept between calls, so
+per-epoch validation does not recompile.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from keras_models.inputs import model_inputs
+from keras_models.metrics import (  # the evaluators' metrics, importable from here as before
+    TextStatistics,
+    edit_distance,
+    error_counts,
+    sequence_error_rates,
+    span_counts,
+    span_report,
+    span_scores,
+    text_scores,
+)
 from preprocessing.input_fns import Examples, eval_batches
+
+__all__ = [
+    "ClassificationEvaluator", "Seq2SeqEvaluator", "StreamEvaluator", "TAG_SCHEMES", "TaggingEvaluator",
+    "TextStatistics", "edit_distance", "error_counts", "score_batches", "sequence_error_rates", "span_counts",
+    "span_report", "span_scores", "text_scores",
+]
 
 
 # ------------------------------------------------------------------------------ language models
@@ -66,35 +89,34 @@ class StreamEvaluator:
 TAG_SCHEMES = ("plain", "bio", "bioes")  # data.tag_scheme: plain tags, or spans scored by span F1
 
 
-# ------------------------------------------------------------------------ taggers, classifiers
-def span_scores(gold: list[list[str]], pred: list[list[str]], scheme: str) -> dict[str, Any]:
-    """Span precision / recall / F1 (micro) and per type, with seqeval.
+# ------------------------------------------------------------------------------ the batch protocol
+def score_batches(data, batch_size: int, max_chars: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray, dict]]:
+    """``(positions, lengths, batch)`` over every example of ``data``, each once: the one input of the
+    evaluators below.
 
-    ``scheme``: ``"bio"`` (IOB2, as conlleval scores it) or ``"bioes"`` (strict IOBES: a malformed
-    span does not count).
+    ``data`` is an in-memory :class:`~preprocessing.input_fns.Examples` (batches of
+    :func:`~preprocessing.input_fns.eval_batches`, sorted by length over the whole split) or a
+    :class:`~preprocessing.streams.ExampleStream` (its ``eval_batches``: sorted within bounded
+    windows of consecutive examples). ``positions`` are the examples' ranks in corpus order,
+    ``lengths`` their lengths in ids (seq2seq: source ids), ``batch`` is padded as ``pad_batch`` pads.
     """
-    from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
-
-    if scheme == "bioes":
-        from seqeval.scheme import IOBES
-
-        kwargs = {"mode": "strict", "scheme": IOBES}
+    if isinstance(data, Examples):
+        lengths = data.lengths
+        for indices, batch in eval_batches(data, batch_size, max_chars):
+            indices = np.asarray(indices, np.int64)
+            yield indices, lengths[indices], batch
     else:
-        kwargs = {}
-    report = classification_report(gold, pred, output_dict=True, zero_division=0, **kwargs)
-    per_type = {k: {m: float(v) for m, v in d.items()} for k, d in report.items() if not k.endswith(" avg")}
-    return {
-        "precision": float(precision_score(gold, pred, zero_division=0, **kwargs)),
-        "recall": float(recall_score(gold, pred, zero_division=0, **kwargs)),
-        "f1": float(f1_score(gold, pred, zero_division=0, **kwargs)),
-        "per_type": per_type,
-    }
+        yield from data.eval_batches(batch_size, max_chars)
 
 
 class _BatchScorer:
-    """One compiled function per model: batch → (summed loss, predictions)."""
+    """One compiled function per model (batch → summed loss, count, predictions) over
+    :func:`score_batches` of the evaluated split."""
 
-    def __init__(self, jit_compile: bool):
+    def __init__(self, examples, batch_size: int, max_chars: int | None, jit_compile: bool):
+        self.examples = examples  # Examples (in memory) or an ExampleStream
+        self.batch_size = batch_size
+        self.max_chars = max_chars
         self.jit_compile = jit_compile
         self._fns: dict[int, Callable] = {}
 
@@ -105,6 +127,13 @@ class _BatchScorer:
         if id(model) not in self._fns:
             self._fns[id(model)] = tf.function(self._make(model), jit_compile=self.jit_compile, reduce_retracing=True)
         return self._fns[id(model)]
+
+    def _scored(self, model) -> Iterator[tuple[np.ndarray, np.ndarray, dict, float, float, Any]]:
+        """``(positions, lengths, batch, loss sum, count, predictions)`` per batch."""
+        fn = self.fn(model)
+        for positions, lengths, batch in score_batches(self.examples, self.batch_size, self.max_chars):
+            loss_sum, count, predicted = fn({k: tf.constant(v) for k, v in batch.items()})
+            yield positions, lengths, batch, float(loss_sum), float(count), predicted.numpy()
 
 
 def _check_unseen_names(known: list[str], unseen: list[str], what: str) -> None:
@@ -124,11 +153,19 @@ def _check_ids(ids: np.ndarray, known: int, unseen: int, what: str, where: str) 
         )
 
 
+def _confusion(gold: np.ndarray, pred: np.ndarray, size: int) -> np.ndarray:
+    """``[size, size]`` counts of (gold id, predicted id) pairs (rows: gold)."""
+    flat = np.asarray(gold, np.int64) * size + np.asarray(pred, np.int64)
+    return np.bincount(flat, minlength=size * size).reshape(size, size)
+
+
+# ------------------------------------------------------------------------ taggers, classifiers
 class TaggingEvaluator(_BatchScorer):
     """Token loss and accuracy (and span P/R/F1 for BIO/BIOES tags) of a tagger over a split.
 
     Args:
-        examples: the split (``preprocessing.input_fns.load_examples``).
+        examples: the split: in memory (``preprocessing.input_fns.load_examples``) or read from its
+            shards (``preprocessing.streams.ExampleStream``).
         tag_names: tag strings in id order (``LabelSet.labels``): the ``N`` tags the model predicts.
         scheme: ``"plain"``, ``"bio"`` or ``"bioes"``.
         batch_size: examples per batch.
@@ -136,10 +173,14 @@ class TaggingEvaluator(_BatchScorer):
         jit_compile: compile the batch function with XLA.
         unseen_names: the names of gold tags unseen in training: gold id ``N + k`` is
             ``unseen_names[k]``. A gold id outside ``0 .. N + len(unseen_names) - 1`` is a
-            ``ValueError``.
+            ``ValueError`` (raised by the constructor for examples in memory, while scoring for a stream).
 
     ``__call__(model)`` returns ``{"loss", "accuracy", "tokens"}`` plus ``precision``, ``recall``,
-    ``f1`` for span schemes; :meth:`predict` gives the gold and predicted tag strings per sentence.
+    ``f1`` for span schemes. It keeps sums, not items: batch by batch it adds the loss, token,
+    correct and unseen counts, seqeval's span counts per type (:func:`span_counts`) and the
+    confusion matrix over tag ids (:attr:`confusion`, rows: gold, over :attr:`confusion_labels`),
+    so a split of any size is scored in the memory of a batch. :meth:`predict` gives the gold and
+    predicted tag strings per sentence (it holds them all: tests and small tools).
 
     Unseen gold tags: the model can never predict them, so such a token is always wrong.
     ``accuracy`` is over every token (``tokens``, unseen ones included); ``loss`` averages only over
@@ -151,23 +192,27 @@ class TaggingEvaluator(_BatchScorer):
     ``"unseen": {name: tokens}``; without them, both are exactly as before.
     """
 
-    def __init__(self, examples: Examples, tag_names: list[str], scheme: str = "plain", batch_size: int = 32,
+    def __init__(self, examples, tag_names: list[str], scheme: str = "plain", batch_size: int = 32,
                  max_chars: int | None = None, jit_compile: bool = False, unseen_names: list[str] | tuple = ()):
-        super().__init__(jit_compile)
-        self.examples = examples
+        super().__init__(examples, batch_size, max_chars, jit_compile)
         self.tag_names = list(tag_names)
         self.unseen_names = list(unseen_names)
         self.scheme = scheme
-        self.batch_size = batch_size
-        self.max_chars = max_chars
         self.last_report: dict[str, Any] | None = None
+        self.confusion: np.ndarray | None = None
+        self.scored_model = None  # the model the last call scored (its confusion matrix is kept)
         _check_unseen_names(self.tag_names, self.unseen_names, "tag")
-        if examples.tags:
+        if isinstance(examples, Examples) and examples.tags:
             flat = np.concatenate([np.zeros(0, np.int64), *examples.tags])
             limit = len(self.tag_names) + len(self.unseen_names)
             if flat.size and (flat.min() < 0 or flat.max() >= limit):
                 for i, tags in enumerate(examples.tags):  # name the first sentence at fault
                     _check_ids(tags, len(self.tag_names), len(self.unseen_names), "tag", f"sentence {i}")
+
+    @property
+    def confusion_labels(self) -> list[str]:
+        """Names of the rows and columns of :attr:`confusion`: the tags, then the unseen ones."""
+        return self.tag_names + self.unseen_names
 
     def _make(self, model):
         def score(batch):
@@ -177,55 +222,70 @@ class TaggingEvaluator(_BatchScorer):
 
         return score
 
-    def _predict(self, model) -> tuple[list[list[str]], list[list[str]], float, float]:
-        fn = self.fn(model)
-        n = len(self.examples)
-        gold: list[list[str] | None] = [None] * n
-        pred: list[list[str] | None] = [None] * n
-        total = scored = 0.0
-        names = np.array(self.tag_names + self.unseen_names, dtype=object)
-        for indices, batch in eval_batches(self.examples, self.batch_size, self.max_chars):
-            loss_sum, count, tags = fn({k: tf.constant(v) for k, v in batch.items()})
-            total += float(loss_sum)
-            scored += float(count)
-            tags = tags.numpy()
-            for row, i in enumerate(indices):
-                length = len(self.examples.ids[i])
-                gold[i] = names[self.examples.tags[i]].tolist()
-                pred[i] = names[tags[row, :length]].tolist()
-        return gold, pred, total, scored  # type: ignore[return-value]
+    def _sentences(self, model):
+        """``(positions, gold ids, predicted ids, loss sum, count)`` per batch, one id array per sentence."""
+        known, unseen = len(self.tag_names), len(self.unseen_names)
+        for positions, lengths, batch, loss_sum, count, tags in self._scored(model):
+            gold = [batch["tags"][row, :n] for row, n in enumerate(lengths)]
+            if not isinstance(self.examples, Examples):  # checked up front for examples in memory
+                flat = np.concatenate(gold)
+                if flat.size and (flat.min() < 0 or flat.max() >= known + unseen):
+                    for p, g in zip(positions, gold):  # name the sentence at fault
+                        _check_ids(g, known, unseen, "tag", f"sentence {int(p)}")
+            yield positions, gold, [tags[row, :n] for row, n in enumerate(lengths)], loss_sum, count
 
     def predict(self, model) -> tuple[list[list[str]], list[list[str]], float]:
-        """Gold and predicted tag sequences (corpus order) and the summed loss.
+        """Gold and predicted tag sequences (corpus order) and the summed loss; they are held in
+        memory (tests, small tools; :meth:`__call__` keeps sums only).
 
         Gold tags unseen in training appear under their names (``unseen_names``); the summed loss
         leaves out what ``model.loss_sum`` leaves out (see the class docstring).
         """
-        gold, pred, total, _ = self._predict(model)
-        return gold, pred, total
+        n = len(self.examples)
+        gold: list[list[str] | None] = [None] * n
+        pred: list[list[str] | None] = [None] * n
+        total = 0.0
+        names = np.array(self.confusion_labels, dtype=object)
+        for positions, golds, preds, loss_sum, _ in self._sentences(model):
+            total += loss_sum
+            for p, g, q in zip(positions, golds, preds):
+                gold[p], pred[p] = names[g].tolist(), names[q].tolist()
+        return gold, pred, total  # type: ignore[return-value]
 
     def __call__(self, model) -> dict[str, float]:
-        gold, pred, total, scored = self._predict(model)
-        known = len(self.tag_names)
-        tokens = sum(len(g) for g in gold)
-        unseen_ids = [t[t >= known] for t in self.examples.tags] if self.examples.tags else []
-        unseen = int(sum(len(u) for u in unseen_ids))
-        correct = sum(a == b and int(k) < known
-                      for g, p, ids in zip(gold, pred, self.examples.tags) for a, b, k in zip(g, p, ids))
+        known, size = len(self.tag_names), len(self.confusion_labels)
+        names = np.array(self.confusion_labels, dtype=object)
+        total = scored = 0.0
+        tokens = correct = 0
+        unseen_counts = np.zeros(len(self.unseen_names), np.int64)
+        confusion = np.zeros((size, size), np.int64)
+        spans: dict[str, np.ndarray] = {}
+        for _, golds, preds, loss_sum, count in self._sentences(model):
+            total += loss_sum
+            scored += count
+            gold, pred = np.concatenate(golds).astype(np.int64), np.concatenate(preds).astype(np.int64)
+            tokens += gold.size
+            correct += int(np.sum(gold == pred))  # predictions are known tags: an unseen gold tag is never matched
+            unseen_counts += np.bincount(gold[gold >= known] - known, minlength=len(self.unseen_names))
+            confusion += _confusion(gold, pred, size)
+            if self.scheme != "plain":
+                batch_spans = span_counts([names[g].tolist() for g in golds], [names[q].tolist() for q in preds],
+                                          self.scheme)
+                for name, c in batch_spans.items():
+                    spans[name] = spans.get(name, 0) + c
+        unseen = int(unseen_counts.sum())
         # Without unseen tags every token is scored: the loss is over them all, as it always was.
         denominator = tokens if not unseen else scored
         out = {"loss": total / max(denominator, 1), "accuracy": correct / max(tokens, 1), "tokens": tokens}
         report: dict[str, Any] = {}
         if self.scheme != "plain":
-            spans = span_scores(gold, pred, self.scheme)
-            out.update(precision=spans["precision"], recall=spans["recall"], f1=spans["f1"])
-            report["per_type"] = spans["per_type"]
+            figures = span_report(spans)
+            out.update(precision=figures["precision"], recall=figures["recall"], f1=figures["f1"])
+            report["per_type"] = figures["per_type"]
         if self.unseen_names or unseen:
             out["unseen"] = unseen
-            counts = np.bincount(np.concatenate([np.zeros(0, np.int64), *unseen_ids]) - known,
-                                 minlength=len(self.unseen_names))
-            report["unseen"] = {name: int(c) for name, c in zip(self.unseen_names, counts)}
-        self.last_report = report
+            report["unseen"] = {name: int(c) for name, c in zip(self.unseen_names, unseen_counts)}
+        self.last_report, self.confusion, self.scored_model = report, confusion, model
         return out
 
 
@@ -233,17 +293,20 @@ class ClassificationEvaluator(_BatchScorer):
     """Loss, accuracy and macro-F1 of a classifier over a split; keeps the last confusion matrix.
 
     Args:
-        examples: the split (``preprocessing.input_fns.load_examples``).
+        examples: the split: in memory (``preprocessing.input_fns.load_examples``) or read from its
+            shards (``preprocessing.streams.ExampleStream``).
         label_names: class names in id order: the ``N`` classes the model predicts.
         batch_size: examples per batch.
         jit_compile: compile the batch function with XLA.
         unseen_names: the names of gold labels unseen in training: gold id ``N + k`` is
             ``unseen_names[k]``. A gold id outside ``0 .. N + len(unseen_names) - 1`` is a
-            ``ValueError``.
+            ``ValueError`` (raised by the constructor for examples in memory, while scoring for a stream).
 
     ``__call__(model)`` returns ``{"loss", "accuracy", "macro_f1", "examples"}``; ``last_report`` is
     scikit-learn's classification report and ``confusion`` the confusion matrix (rows: gold,
     columns: predicted), both over ``confusion_labels`` (``label_names + unseen_names``, in id order).
+    The matrix is summed batch by batch and the report and macro-F1 are computed from it (each
+    cell a weighted sample), so nothing per document is kept.
 
     Unseen gold labels: the model can never predict them, so such a document is always wrong.
     ``accuracy`` is over every document (``examples``, unseen ones included); ``loss`` averages only
@@ -257,17 +320,16 @@ class ClassificationEvaluator(_BatchScorer):
     known labels).
     """
 
-    def __init__(self, examples: Examples, label_names: list[str], batch_size: int = 32, jit_compile: bool = False,
+    def __init__(self, examples, label_names: list[str], batch_size: int = 32, jit_compile: bool = False,
                  unseen_names: list[str] | tuple = ()):
-        super().__init__(jit_compile)
-        self.examples = examples
+        super().__init__(examples, batch_size, None, jit_compile)
         self.label_names = list(label_names)
         self.unseen_names = list(unseen_names)
-        self.batch_size = batch_size
         self.confusion: np.ndarray | None = None
         self.last_report: dict[str, Any] | None = None
+        self.scored_model = None  # the model the last call scored
         _check_unseen_names(self.label_names, self.unseen_names, "label")
-        if examples.labels is not None:
+        if isinstance(examples, Examples) and examples.labels is not None:
             _check_ids(examples.labels, len(self.label_names), len(self.unseen_names), "label", "the split")
 
     @property
@@ -290,113 +352,96 @@ class ClassificationEvaluator(_BatchScorer):
 
         return score
 
-    def _predict(self, model) -> tuple[np.ndarray, float, float]:
-        fn = self.fn(model)
-        pred = np.zeros(len(self.examples), np.int32)
-        total = scored = 0.0
-        for indices, batch in eval_batches(self.examples, self.batch_size):
-            loss_sum, count, p = fn({k: tf.constant(v) for k, v in batch.items()})
-            total += float(loss_sum)
-            scored += float(count)
-            pred[np.asarray(indices)] = p.numpy()
-        return pred, total, scored
+    def _batches(self, model):
+        """``(positions, gold, predicted, loss sum, count)`` per batch."""
+        known, unseen = len(self.label_names), len(self.unseen_names)
+        for positions, _, batch, loss_sum, count, pred in self._scored(model):
+            labels = batch["label"]
+            if not isinstance(self.examples, Examples) and (labels.min() < 0 or labels.max() >= known + unseen):
+                for p, g in zip(positions, labels):  # name the document at fault (checked up front in memory)
+                    _check_ids(g, known, unseen, "label", f"document {int(p)}")
+            yield positions, labels, pred, loss_sum, count
 
     def predict(self, model) -> tuple[np.ndarray, float]:
         """Predicted label ids in corpus order and the summed loss (over the documents with a known
         gold label)."""
-        pred, total, _ = self._predict(model)
+        pred = np.zeros(len(self.examples), np.int32)
+        total = 0.0
+        for positions, _, p, loss_sum, _ in self._batches(model):
+            total += loss_sum
+            pred[positions] = p
         return pred, total
 
     def __call__(self, model) -> dict[str, float]:
-        from sklearn.metrics import classification_report, confusion_matrix, f1_score
+        from sklearn.metrics import classification_report, f1_score
 
-        pred, total, scored = self._predict(model)
-        gold = self.examples.labels
-        known = len(self.label_names)
-        unseen_mask = gold >= known
-        unseen = int(unseen_mask.sum())
-        labels = list(range(len(self.confusion_labels)))
-        self.confusion = confusion_matrix(gold, pred, labels=labels)
+        size, known = len(self.confusion_labels), len(self.label_names)
+        confusion = np.zeros((size, size), np.int64)
+        total = scored = 0.0
+        for _, gold, pred, loss_sum, count in self._batches(model):
+            total += loss_sum
+            scored += count
+            confusion += _confusion(gold, pred, size)
+        n = int(confusion.sum())
+        unseen_counts = confusion[known:].sum(axis=1)
+        unseen = int(unseen_counts.sum())
+        # the matrix's cells as weighted samples: scikit-learn's figures of the documents themselves
+        gold, pred = np.nonzero(confusion)
+        weights = confusion[gold, pred]
+        labels = list(range(size))
+        self.confusion, self.scored_model = confusion, model
         self.last_report = classification_report(gold, pred, labels=labels, target_names=self.confusion_labels,
-                                                 output_dict=True, zero_division=0)
+                                                 sample_weight=weights, output_dict=True, zero_division=0)
         # Without unseen labels every document is scored: the loss is over them all, as it always was.
-        n = max(len(gold) if not unseen else scored, 1)
         out = {
-            "loss": total / n,
-            "accuracy": float(np.mean((gold == pred) & ~unseen_mask)) if len(gold) else 0.0,
-            "macro_f1": float(f1_score(gold, pred, labels=labels, average="macro", zero_division=0)),
-            "examples": len(gold),
+            "loss": total / max(n if not unseen else scored, 1),
+            "accuracy": int(np.trace(confusion[:known, :known])) / n if n else 0.0,
+            "macro_f1": float(f1_score(gold, pred, labels=labels, average="macro", sample_weight=weights,
+                                       zero_division=0)),
+            "examples": n,
         }
         if self.unseen_names or unseen:
             out["unseen"] = unseen
-            counts = np.bincount(gold[unseen_mask] - known, minlength=len(self.unseen_names))
-            self.last_report["unseen"] = {name: int(c) for name, c in zip(self.unseen_names, counts)}
+            self.last_report["unseen"] = {name: int(c) for name, c in zip(self.unseen_names, unseen_counts)}
         return out
 
 
 # ------------------------------------------------------------------------------------ seq2seq
-def edit_distance(reference: list[str], hypothesis: list[str]) -> int:
-    """Token-level Levenshtein distance (substitutions + deletions + insertions), via jiwer."""
-    import jiwer
+class _InCorpusOrder:
+    """Items put by corpus position, given back in corpus order as soon as every earlier one is in.
 
-    if not reference:
-        return len(hypothesis)
-    if not hypothesis:
-        return len(reference)
-    out = jiwer.process_words(" ".join(reference), " ".join(hypothesis))
-    return out.substitutions + out.deletions + out.insertions
+    Evaluation batches come in length order within windows of consecutive examples, so what waits
+    here is at most one window (a stream's ``eval_window`` batches); :attr:`most` records the most
+    that ever waited."""
 
+    def __init__(self):
+        self.waiting: dict[int, Any] = {}
+        self.next = 0
+        self.most = 0
 
-def sequence_error_rates(hypotheses: list[list[str]], references: list[list[list[str]]]) -> dict[str, float]:
-    """Word error rate and token (phoneme) error rate of outputs with one or more references each.
+    def put(self, position: int, item) -> None:
+        self.waiting[position] = item
+        self.most = max(self.most, len(self.waiting))
 
-    ``wer``: the fraction of inputs whose output matches none of its references exactly (G2P's word
-    error rate). ``per``: edit distance to the closest reference, summed, over the summed length of
-    those references (phoneme error rate; character/word error rate for other targets).
-    """
-    if len(hypotheses) != len(references):
-        raise ValueError(f"{len(hypotheses)} hypotheses for {len(references)} reference sets")
-    wrong = errors = length = 0
-    for hyp, refs in zip(hypotheses, references):
-        if not refs:
-            raise ValueError("every input needs at least one reference")
-        if hyp not in refs:
-            wrong += 1
-        best = min(refs, key=lambda r: (edit_distance(r, hyp), len(r)))
-        errors += 0 if hyp in refs else edit_distance(best, hyp)
-        length += len(best)
-    n = max(len(hypotheses), 1)
-    return {"wer": wrong / n, "per": errors / max(length, 1)}
-
-
-def text_scores(hypotheses: list[list[str]], references: list[list[list[str]]], joiner: str = " ") -> dict[str, float]:
-    """Corpus BLEU and chrF (sacrebleu) for text-to-text outputs given as token lists.
-
-    ``references[i]`` lists input ``i``'s references. BLEU counts n-grams of the target tokens (words,
-    or characters for a character-level target); chrF reads the text the tokens make (joined with
-    ``joiner``: ``""`` for characters).
-    """
-    import sacrebleu
-
-    width = max(len(r) for r in references)
-
-    def streams(join):
-        return [[join.join(refs[k] if k < len(refs) else refs[0]) for refs in references] for k in range(width)]
-
-    bleu = sacrebleu.corpus_bleu([" ".join(h) for h in hypotheses], streams(" "), tokenize="none")
-    chrf = sacrebleu.corpus_chrf([joiner.join(h) for h in hypotheses], streams(joiner))
-    return {"bleu": float(bleu.score), "chrf": float(chrf.score)}
+    def ready(self) -> Iterator[Any]:
+        while self.next in self.waiting:
+            yield self.waiting.pop(self.next)
+            self.next += 1
 
 
 class Seq2SeqEvaluator(_BatchScorer):
     """Teacher-forced loss / perplexity and decoded-output error rates of an encoder-decoder over a split.
 
-    Every source is decoded once (greedy, or beam search with ``beam_size > 1``), however many
-    references it has: the examples are grouped by source (their ids) and an output is correct if
-    it equals any of the source's references (CMUdict's alternate pronunciations).
+    Every source is decoded once per batch it appears in (greedy, or beam search with
+    ``beam_size > 1``) and scored once, however many references it has: a source's references are
+    the consecutive examples of the split (in corpus order) with its ids, as the ``cmudict`` and
+    ``pairs`` readers write a word's alternate pronunciations, and an output is correct if it
+    equals any of them. The figures are summed source by source (error counts, sacrebleu's
+    statistics), so a split of any size is scored in the memory of a window of batches.
 
     Args:
-        examples: the split (``preprocessing.input_fns.load_examples``; task ``seq2seq``).
+        examples: the split: in memory (``preprocessing.input_fns.load_examples``; task ``seq2seq``)
+            or read from its shards (``preprocessing.streams.ExampleStream``).
         target_vocab: target tokens in id order.
         batch_size: sources per batch.
         beam_size: 1 = greedy search.
@@ -407,26 +452,21 @@ class Seq2SeqEvaluator(_BatchScorer):
         jit_compile: compile the loss function with XLA.
 
     ``__call__(model)`` returns ``{"loss", "perplexity", "wer", "per", "sources"}`` (+ ``bleu``,
-    ``chrf``); :meth:`decode` the outputs per source.
+    ``chrf``); :meth:`decode` the outputs of given sources (samples, attention maps), and
+    :meth:`sample_sources` the split's first distinct sources.
     """
 
-    def __init__(self, examples: Examples, target_vocab: list[str], batch_size: int = 64, beam_size: int = 1,
+    def __init__(self, examples, target_vocab: list[str], batch_size: int = 64, beam_size: int = 1,
                  max_length: int = 50, length_penalty: float = 1.0, text_metrics: bool = False,
                  target_level: str = "word", jit_compile: bool = False):
-        super().__init__(jit_compile)
-        self.examples = examples
+        super().__init__(examples, batch_size, None, jit_compile)
         self.target_vocab = list(target_vocab)
-        self.batch_size = batch_size
         self.beam_size = beam_size
         self.max_length = max_length
         self.length_penalty = length_penalty
         self.text_metrics = text_metrics
         self.target_level = target_level
-        groups: dict[tuple, list[int]] = {}
-        for i, ids in enumerate(examples.ids):
-            groups.setdefault(tuple(int(x) for x in ids), []).append(i)
-        self.sources = list(groups)  # distinct sources, in order of first appearance
-        self.references = [[self._tokens(examples.targets[i]) for i in members] for members in groups.values()]
+        self.most_waiting = 0  # the most examples the last call held waiting for their corpus turn
         self._search = None
 
     def _tokens(self, ids) -> list[str]:
@@ -439,10 +479,29 @@ class Seq2SeqEvaluator(_BatchScorer):
             out.append(self.target_vocab[int(i)])
         return out
 
+    def sample_sources(self, n: int) -> list[tuple]:
+        """The first ``n`` distinct sources of the split in corpus order (only its head is read)."""
+        data, wanted = self.examples, max(n, 0)
+        if not wanted:
+            return []
+        m = 4 * wanted
+        while True:
+            head = data if isinstance(data, Examples) else data.head(m)
+            sources: list[tuple] = []
+            for ids in head.ids:
+                source = tuple(int(x) for x in ids)
+                if source not in sources:
+                    sources.append(source)
+                    if len(sources) == wanted:
+                        return sources
+            if head is data or len(head) < m:
+                return sources
+            m *= 4
+
     def _make(self, model):
         def score(batch):
             loss_sum, count = model.loss_sum(model_inputs(batch), batch["target_out"], training=False)
-            return tf.cast(loss_sum, tf.float64), tf.cast(count, tf.float64)
+            return tf.cast(loss_sum, tf.float64), tf.cast(count, tf.float64), tf.zeros([0], tf.int32)
 
         return score
 
@@ -463,14 +522,16 @@ class Seq2SeqEvaluator(_BatchScorer):
 
         return tf.function(search, reduce_retracing=True)
 
-    def decode(self, model, sources: list[tuple] | None = None) -> list[list[str]]:
-        """The output tokens for each source (default: every distinct source of the split)."""
-        from preprocessing.input_fns import bucket_length
-
+    def _searcher(self, model):
         if self._search is None or self._search[0] is not model:
             self._search = (model, self._search_fn(model))
-        search = self._search[1]
-        sources = self.sources if sources is None else sources
+        return self._search[1]
+
+    def decode(self, model, sources: list[tuple]) -> list[list[str]]:
+        """The output tokens for each of ``sources`` (id sequences), in batches of similar length."""
+        from preprocessing.input_fns import bucket_length
+
+        search = self._searcher(model)
         order = np.argsort([len(s) for s in sources], kind="stable")
         outputs: list[list[str] | None] = [None] * len(sources)
         for start in range(0, len(order), self.batch_size):
@@ -484,17 +545,48 @@ class Seq2SeqEvaluator(_BatchScorer):
                 outputs[i] = self._tokens(tokens[k])
         return outputs  # type: ignore[return-value]
 
+    def _decode_rows(self, search, source_ids: np.ndarray) -> list[list[str]]:
+        """The output of every row of a padded batch of sources, each distinct row decoded once."""
+        distinct, inverse = np.unique(source_ids, axis=0, return_inverse=True)
+        tokens = search(tf.constant(distinct)).numpy()
+        outputs = [self._tokens(t) for t in tokens]
+        return [outputs[i] for i in np.asarray(inverse).reshape(-1)]
+
     def __call__(self, model) -> dict[str, float]:
-        fn = self.fn(model)
+        search = self._searcher(model)
         total = count = 0.0
-        for _, batch in eval_batches(self.examples, self.batch_size):
-            loss_sum, n = fn({k: tf.constant(v) for k, v in batch.items()})
-            total += float(loss_sum)
-            count += float(n)
+        wrong = errors = length = sources = 0
+        text = TextStatistics("" if self.target_level == "char" else " ") if self.text_metrics else None
+        run: list = []  # the source being read: [ids, its output, its references]
+
+        def finish():
+            nonlocal wrong, errors, length, sources
+            if run:
+                _, hypothesis, references = run
+                w, e, n = error_counts(hypothesis, references)
+                wrong, errors, length, sources = wrong + w, errors + e, length + n, sources + 1
+                if text is not None:
+                    text.add(hypothesis, references)
+
+        in_order = _InCorpusOrder()
+        for positions, lengths, batch, loss_sum, n, _ in self._scored(model):
+            total += loss_sum
+            count += n
+            outputs = self._decode_rows(search, batch["source_ids"])
+            for row, p in enumerate(positions):
+                source = batch["source_ids"][row, : lengths[row]].tobytes()
+                in_order.put(int(p), (source, outputs[row], self._tokens(batch["target_out"][row])))
+            for source, output, reference in in_order.ready():
+                if run and run[0] == source:  # one more reference of the same source
+                    run[2].append(reference)
+                else:
+                    finish()
+                    run = [source, output, [reference]]
+        finish()
+        self.most_waiting = in_order.most
         loss = total / max(count, 1.0)
-        hypotheses = self.decode(model)
         out = {"loss": loss, "perplexity": float(math.exp(min(loss, 700.0))),
-               **sequence_error_rates(hypotheses, self.references), "sources": len(self.sources)}
-        if self.text_metrics:
-            out.update(text_scores(hypotheses, self.references, "" if self.target_level == "char" else " "))
+               "wer": wrong / max(sources, 1), "per": errors / max(length, 1), "sources": sources}
+        if text is not None:
+            out.update(text.scores())
         return out

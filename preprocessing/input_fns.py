@@ -12,10 +12,11 @@ emits, for each window, one element per local replica in replica order (the stra
 consecutive elements to its local replicas in order). Replica ``r`` (global id) therefore always gets
 rows ``[r*b, (r+1)*b)`` of the global layout, which is the same order ``strategy.gather`` uses.
 
-Training reads the shards as it goes (:mod:`preprocessing.streams`: ``TokenStream`` for language
-models, ``ExampleStream`` for example records); the in-memory readers here (:func:`lm_token_stream`,
-:func:`load_examples`) serve evaluation of example tasks, tests and small tools, and the in-memory
-:class:`BPTTLayout` is the reference the streaming layout is tested against.
+Training and evaluation read the shards as they go (:mod:`preprocessing.streams`: ``TokenStream``
+for language models, ``ExampleStream`` for example records); the in-memory readers here
+(:func:`lm_token_stream`, :func:`load_examples`) serve tests and small tools, and the in-memory
+:class:`BPTTLayout`, :func:`pad_batch` and :func:`eval_batches` are the references the streams are
+tested against.
 
 Prepared data is verified, not trusted: every reader here first checks the shards of the split it
 reads against the manifest's sha256 and sizes (:func:`preprocessing.manifest.verify_shards`),

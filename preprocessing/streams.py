@@ -1,4 +1,4 @@
-"""Language-model input that streams from the shards: the BPTT layout without holding the split.
+"""Input that streams from the shards, never holding a split: language-model BPTT windows, example batches.
 
 :func:`preprocessing.input_fns.bptt_layout` lays a split's id stream out as ``B`` contiguous rows of
 ``L = tokens // B`` ids (the few left over are dropped) and cuts them into windows of ``T`` steps;
@@ -13,6 +13,10 @@ Resuming at window ``k`` starts every row ``k*T`` ids further on (only the shard
 read). Shards are gzip files, so a reader that starts inside a shard decompresses and parses it from
 its beginning up to that point: the prepare job keeps shards small enough (``data.min_shards``,
 about a million tokens each) that this costs at most one shard per row.
+
+:class:`ExampleStream` does the same for example records (tagging, classification, seq2seq):
+shuffled training batches, and evaluation batches that cover every example of a split once, in
+length-sorted windows of consecutive examples, each with its position in corpus order.
 
 The split's shards are checked against the manifest (sha256, size) before anything is read, as for
 every reader of prepared data (:func:`preprocessing.manifest.verify_shards`); a stream that ends
@@ -232,6 +236,7 @@ class TokenStream:
 # ------------------------------------------------------------------------ example records (not LM)
 SHUFFLE_BUFFER = 10_000  # training.shuffle_buffer's default
 FILE_CYCLE = 8  # shards read at once (interleaved)
+EVAL_SORT_WINDOW = 32  # evaluation: batches' worth of consecutive examples sorted by length at a time
 
 
 def _bucket_sizes(limit: int = 1 << 20) -> tf.Tensor:
@@ -266,10 +271,16 @@ class ExampleStream:
     The shuffle is local: an example moves within its buffer and its shard's place in the file
     order. Corpora stored in sorted order (by label, by length) should be prepared with a hashed
     split and several shards, which the prepare job writes by default.
+
+    :meth:`eval_batches` is the evaluation input (valid / test scoring, ``rnnflow evaluate``): every
+    example exactly once, shards read in corpus order, windows of ``eval_window`` (default 32)
+    batches' worth of consecutive examples sorted by length and cut into batches padded like ``pad_batch``, each
+    example with its corpus position. Memory is bounded by the window, never the split.
+    :meth:`head` reads the first few examples into memory (samples).
     """
 
     def __init__(self, data_dir: str | os.PathLike, split: str, with_chars: bool = False, *, verify: bool = True,
-                 manifest: dict[str, Any] | None = None):
+                 manifest: dict[str, Any] | None = None, eval_window: int = EVAL_SORT_WINDOW):
         from preprocessing.input_fns import features_of
 
         manifest = manifest if manifest is not None else load_manifest(data_dir)
@@ -286,9 +297,24 @@ class ExampleStream:
         self.task = manifest["task"]
         self.paths = split_paths(data_dir, manifest, split)
         self.examples = int(manifest["splits"][split]["examples"])
+        if eval_window < 1:
+            raise ValueError(f"eval_window must be >= 1, got {eval_window}")
+        self.eval_window = int(eval_window)  # evaluation: batches' worth of examples sorted at a time
+        self._eval_datasets: dict[tuple, tf.data.Dataset] = {}
 
     def __len__(self) -> int:
         return self.examples
+
+    @staticmethod
+    def _records(paths: list[str], cycle_length: int) -> tf.data.Dataset:
+        """The serialized records of the shards ``paths``: ``cycle_length`` of them read at once and
+        interleaved record by record; with 1, one after the other (corpus order when ``paths`` are
+        in file-name order) while the next one is opened and read ahead."""
+        files = tf.data.Dataset.from_tensor_slices(tf.constant(list(paths), tf.string))
+        return files.interleave(
+            lambda p: tf.data.TFRecordDataset(p, compression_type="GZIP", buffer_size=1 << 20),
+            cycle_length=max(1, min(cycle_length, len(paths))), block_length=1,
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     def _parse(self, serialized) -> dict[str, Any]:
         """A batch of records → ragged ``ids`` / ``tags`` / ``chars [n, (tokens), (chars)]`` /
@@ -349,11 +375,7 @@ class ExampleStream:
         partial batch is dropped, so there are ``len(self) // batch_size``."""
         sizes = _bucket_sizes()
         order = np.random.default_rng(seed).permutation(len(self.paths))
-        files = tf.data.Dataset.from_tensor_slices([self.paths[i] for i in order])
-        records = files.interleave(
-            lambda p: tf.data.TFRecordDataset(p, compression_type="GZIP", buffer_size=1 << 20),
-            cycle_length=min(FILE_CYCLE, len(self.paths)), block_length=1,
-            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        records = self._records([self.paths[i] for i in order], FILE_CYCLE)
         key = tf.constant(seed, tf.int64)
         records = records.batch(shuffle_buffer).enumerate().map(_stateless_shuffle(seed)).unbatch()
         window = batch_size * sort_window
@@ -398,3 +420,101 @@ class ExampleStream:
             return ds.prefetch(tf.data.AUTOTUNE)
 
         return dataset_fn
+
+    # ------------------------------------------------------------------------------ evaluation
+    def eval_windows(self, window: int) -> tf.data.Dataset:
+        """``(first position, serialized records)``: the split in corpus order (shard order, record
+        order) cut into consecutive windows of ``window`` records, the last one shorter. This is all
+        of the split that :meth:`eval_dataset` holds at a time."""
+        return self._records(self.paths, 1).batch(window).enumerate().map(lambda k, records: (k * window, records))
+
+    def eval_dataset(self, batch_size: int, max_chars: int | None = None, *,
+                     sort_window: int | None = None) -> tf.data.Dataset:
+        """``(positions [b], lengths [b], batch)`` over every example of the split, exactly once.
+
+        Windows of ``sort_window`` (default :attr:`eval_window`) batches' worth of consecutive
+        examples (:meth:`eval_windows`) are sorted by length (stable) and cut into batches of
+        ``batch_size`` (a window's last batch may be smaller); nothing is shuffled, cut (no ``max_length``) or dropped. ``batch`` is padded as
+        :func:`~preprocessing.input_fns.pad_batch` pads it (``max_chars`` characters per token when
+        given); ``positions`` are the examples' ranks in corpus order and ``lengths`` their lengths in
+        ids (source ids for pairs), since an id 0 can be a real token (a corpus ``<pad>``). Batches
+        come window by window, so the positions of one window's batches are a block
+        ``[k*W, (k+1)*W)``, ``W = batch_size * sort_window``.
+        """
+        sort_window = self.eval_window if sort_window is None else sort_window
+        if batch_size < 1 or sort_window < 1:
+            raise ValueError(f"batch_size and sort_window must be >= 1, got {batch_size} and {sort_window}")
+        key = (batch_size, max_chars, sort_window)
+        if key in self._eval_datasets:  # per-epoch validation builds (and traces) it once
+            return self._eval_datasets[key]
+        sizes = _bucket_sizes()
+        size = tf.constant(batch_size, tf.int64)
+
+        def sorted_batches(start, serialized):
+            ex = self._parse(serialized)
+            lengths = tf.cast(ex["ids"].row_lengths(), tf.int64)
+            n = tf.shape(lengths, out_type=tf.int64)[0]
+            by_length = tf.argsort(lengths, stable=True)
+            rows = tf.minimum(size, n - tf.range(0, n, size))  # batch sizes: b, b, ..., the rest
+            cut = {"positions": start + tf.cast(by_length, tf.int64), "lengths": tf.gather(lengths, by_length)}
+            cut.update({name: tf.gather(value, by_length) for name, value in ex.items()})
+            return tf.data.Dataset.from_tensor_slices({
+                name: tf.RaggedTensor.from_row_lengths(
+                    value, tf.cast(rows, value.row_splits.dtype) if isinstance(value, tf.RaggedTensor) else rows)
+                for name, value in cut.items()})
+
+        def pad(b):
+            fields = {k: v for k, v in b.items() if k not in ("positions", "lengths")}
+            return b["positions"], b["lengths"], self._pad(fields, sizes, None, max_chars)
+
+        ds = self.eval_windows(batch_size * sort_window).flat_map(sorted_batches)
+        ds = ds.map(pad, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2)
+        self._eval_datasets[key] = ds
+        return ds
+
+    def eval_batches(self, batch_size: int, max_chars: int | None = None, *,
+                     sort_window: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray, dict]]:
+        """Yields :meth:`eval_dataset`'s ``(positions, lengths, batch)`` as NumPy: what the evaluators of
+        :mod:`keras_models.evaluation` read. A read error is a :class:`DataError` naming the split, and
+        so is a split whose shards hold fewer or more examples than the manifest records."""
+        where = f"{self.data_dir}: split {self.split!r}"
+        it = self.eval_dataset(batch_size, max_chars, sort_window=sort_window).as_numpy_iterator()
+        seen = 0
+        while True:
+            try:
+                positions, lengths, batch = next(it)
+            except StopIteration:
+                break
+            except tf.errors.OpError as err:
+                detail = (err.message or type(err).__name__).strip().splitlines()[-1]
+                raise DataError(f"{where}: cannot read its shards ({type(err).__name__}: {detail}); "
+                                f"{rebuild_hint(self.data_dir)}") from None
+            seen += len(positions)
+            yield positions, lengths, batch
+        if seen != self.examples:
+            raise DataError(f"{where}: read {seen} examples, the manifest records {self.examples}: the data does "
+                            f"not match its manifest; {rebuild_hint(self.data_dir)}")
+
+    def head(self, n: int):
+        """The first ``n`` examples in corpus order, in memory
+        (:class:`~preprocessing.input_fns.Examples`): samples and printable examples for reports."""
+        from preprocessing.input_fns import Examples
+
+        fields: dict[str, list] = {}
+        if n > 0:
+            for serialized in self._records(self.paths, 1).take(n).batch(n):
+                for name, value in self._parse(serialized).items():
+                    fields.setdefault(name, []).extend(value.to_list() if isinstance(value, tf.RaggedTensor)
+                                                       else value.numpy().tolist())
+
+        def arrays(rows):
+            return [np.asarray(r, np.int32) for r in rows]
+
+        ids = arrays(fields.get("ids", []))
+        return Examples(
+            task=self.task, ids=ids,
+            tags=arrays(fields.get("tags", [])) if "tags" in self.spec else None,
+            labels=np.asarray(fields.get("label", []), np.int32) if "label" in self.spec else None,
+            chars=[arrays(words) for words in fields.get("chars", [])] if self.with_chars else None,
+            targets=arrays(fields.get("targets", [])) if "source_ids" in self.spec else None,
+        )

@@ -176,16 +176,16 @@ def metric_prefix(split: str) -> str:
 
 
 def load_example_splits(data_dir, with_chars: bool = False, manifest=None) -> dict:
-    """The train / valid / test examples of an example-record directory: the training split as a
-    :class:`~preprocessing.streams.ExampleStream` (read from the shards as training goes, never held),
-    valid and test in memory (:func:`~preprocessing.input_fns.load_examples`: the evaluators score
-    and report every item). An empty split is an error that says where to look."""
-    from preprocessing.input_fns import load_examples
+    """The train / valid / test splits of an example-record directory, each a
+    :class:`~preprocessing.streams.ExampleStream` read from its shards and never held: training
+    batches for the training split, evaluation batches (every example once, in bounded
+    length-sorted windows) for the evaluators of valid and test. An empty split is an error that
+    says where to look."""
     from preprocessing.manifest import DataError
     from preprocessing.streams import ExampleStream
 
-    examples = {"train": ExampleStream(data_dir, "train", with_chars, manifest=manifest)}
-    examples.update({split: load_examples(data_dir, split, with_chars) for split in ("valid", "test")})
+    examples = {split: ExampleStream(data_dir, split, with_chars, manifest=manifest)
+                for split in ("train", "valid", "test")}
     for split, ex in examples.items():
         if not len(ex):
             raise DataError(f"{data_dir}: the {split} split is empty; check data.split and rejected/")
@@ -201,10 +201,13 @@ def common_model_args(config: "RunConfig") -> dict[str, Any]:
 
 
 def sample_text(vocab, examples, level: str) -> str:
-    """The first test example without unknown tokens (else the first, unknowns left out), as text."""
+    """The first example of ``examples`` (in memory, or a stream's head) without unknown tokens (else
+    the first, unknowns left out), as text."""
     from preprocessing.tokenizers import detokenize
     from preprocessing.vocab import UNK_ID
 
+    if hasattr(examples, "head"):  # a stream: only its first examples are read
+        examples = examples.head(200)
     ids = next((x for x in examples.ids[:200] if UNK_ID not in x), examples.ids[0])
     tokens = vocab.decode(int(i) for i in ids if i != UNK_ID)
     return detokenize(tokens, level)

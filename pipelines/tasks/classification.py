@@ -56,11 +56,6 @@ class ClassificationTask(LabelledTask):
         text = self.sample_input(data)
         return text, f"{export(tf.constant([text]))['label'][0].numpy().decode()} <- {text[:200]}"
 
-    def confusion(self, data, model):
-        ev = data.evaluators["test"]
-        names = getattr(ev, "confusion_labels", None) or data.labels.labels
-        return ev.confusion, list(names)
-
     # --------------------------------------------------------------------------------- CLI
     def owns(self, model):
         from keras_models.export import TextClassifierExport

@@ -145,8 +145,12 @@ class LabelledTask(Task):
         return sample_text(data.vocab, data.examples["test"], data.manifest.tokenizer["level"])
 
     def confusion(self, data, model):
-        """``(matrix, row/column names)`` of the test split."""
-        raise NotImplementedError
+        """``(matrix, row/column names)`` of the test split: the test evaluator's matrix, summed while
+        it scored ``model`` (scored again only if it last scored another model)."""
+        ev = data.evaluators["test"]
+        if ev.confusion is None or ev.scored_model is not model:
+            ev(model)
+        return ev.confusion, list(ev.confusion_labels)
 
     def figures(self, config, data, model):
         from pipelines import plots
@@ -174,8 +178,8 @@ class LabelledTask(Task):
         raise NotImplementedError
 
     def evaluate_model(self, config, model, data_dir, split):
-        from preprocessing.input_fns import load_examples
         from preprocessing.manifest import DataError, check_compatible, load_manifest
+        from preprocessing.streams import ExampleStream
         from preprocessing.vocab import LabelSet
 
         manifest = load_manifest(data_dir)
@@ -184,7 +188,7 @@ class LabelledTask(Task):
         if LabelSet.load(manifest.file("labels")).labels != names:
             raise DataError(f"the data's {self.what} differ from the model's; evaluate on data prepared "
                             "with the model's config")
-        examples = load_examples(data_dir, split, with_chars=self.model_uses_chars(model))
+        examples = ExampleStream(data_dir, split, with_chars=self.model_uses_chars(model), manifest=manifest)
         evaluator = self.make_evaluator(config, examples, names, unseen_names(manifest),
                                         **self.model_evaluator_args(model))
         return evaluator(self.wrapped_model(model))

@@ -133,7 +133,7 @@ class Seq2SeqTask(Task):
 
     def validator(self, config, data, tracker, epoch):
         data.val_greedy = self._evaluator(config, data, "valid", 1)
-        data.samples = data.val_greedy.sources[: config.decode.attention_samples]
+        data.samples = data.val_greedy.sample_sources(config.decode.attention_samples)  # the first ones
 
         def validate(model):
             scores = data.val_greedy(model)
@@ -174,7 +174,8 @@ class Seq2SeqTask(Task):
 
         from preprocessing.tokenizers import detokenize
 
-        text = detokenize(data.source_vocab.decode(data.val_greedy.sources[0]), data.manifest.tokenizer["level"])
+        text = detokenize(data.source_vocab.decode(data.val_greedy.sample_sources(1)[0]),
+                          data.manifest.tokenizer["level"])
         return text, f"{text} -> {export(tf.constant([text]))['output'][0].numpy().decode()}"
 
     def title(self, config):
@@ -193,8 +194,8 @@ class Seq2SeqTask(Task):
         return isinstance(model, Seq2SeqExport)
 
     def evaluate_model(self, config, model, data_dir, split):
-        from preprocessing.input_fns import load_examples
         from preprocessing.manifest import DataError, check_compatible, load_manifest
+        from preprocessing.streams import ExampleStream
         from preprocessing.vocab import Vocabulary
 
         manifest = load_manifest(data_dir)
@@ -202,7 +203,7 @@ class Seq2SeqTask(Task):
         if Vocabulary.load(manifest.file("target_vocab")).tokens != model.target_vocab:
             raise DataError("the data's target vocabulary differs from the model's; evaluate on data prepared "
                             "with the model's config")
-        evaluator = self.make_evaluator(config, load_examples(data_dir, split), model.target_vocab,
+        evaluator = self.make_evaluator(config, ExampleStream(data_dir, split, manifest=manifest), model.target_vocab,
                                         target_level=model.target_level)
         return evaluator(model.seq2seq)
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-
 from pipelines.beam.names import TAGS_FILE, UNKNOWN_TAG
 from pipelines.tasks.base import TAGS, TEXT, common_model_args
 from pipelines.tasks.labelled import LabelledTask, unseen_kwargs
@@ -91,16 +89,6 @@ class TaggingTask(LabelledTask):
         n = int(outputs["length"][0])
         return text, " ".join(f"{tok.decode()}/{tag.decode()}" for tok, tag in
                               zip(outputs["tokens"][0].numpy()[:n], outputs["tags"][0].numpy()[:n]))
-
-    def confusion(self, data, model):
-        from sklearn.metrics import confusion_matrix
-
-        names = data.labels.labels + list(data.unseen or [])
-        index = {name: i for i, name in enumerate(names)}
-        gold, pred, _ = data.evaluators["test"].predict(model)
-        flat = ([index[t] for g in gold for t in g], [index[t] for p in pred for t in p])
-        return confusion_matrix(np.asarray(flat[0], np.int64), np.asarray(flat[1], np.int64),
-                                labels=range(len(names))), names
 
     # --------------------------------------------------------------------------------- CLI
     def owns(self, model):

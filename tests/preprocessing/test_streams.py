@@ -216,3 +216,73 @@ def test_two_replicas_share_each_global_example_batch(tagged_dir):
     assert len(got) == len(expected)
     for a, b in zip(got, expected):
         np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------------------- evaluation batches
+@pytest.mark.parametrize("split,max_chars", [("train", None), ("valid", 3)])
+def test_eval_batches_cover_every_example_once_padded_like_pad_batch(tagged_dir, split, max_chars):
+    from preprocessing.input_fns import load_examples, pad_batch
+    from preprocessing.streams import ExampleStream
+
+    examples = load_examples(tagged_dir, split, with_chars=True)
+    stream = ExampleStream(tagged_dir, split, with_chars=True, eval_window=3)
+    assert len(stream.paths) > 1 and len(stream) == len(examples)
+    seen = []
+    for positions, lengths, batch in stream.eval_batches(7, max_chars):
+        expected = pad_batch(examples, positions, None, max_chars)  # nothing cut: no max_length
+        assert sorted(batch) == sorted(expected) == ["chars", "ids", "tags"]
+        for key in expected:
+            np.testing.assert_array_equal(batch[key], expected[key])
+        np.testing.assert_array_equal(lengths, examples.lengths[positions])
+        seen += positions.tolist()
+    assert sorted(seen) == list(range(len(examples)))  # every example of every shard, exactly once
+
+
+def test_eval_batches_sort_only_within_bounded_windows(tagged_dir):
+    from preprocessing.streams import ExampleStream
+
+    b, k = 4, 3
+    window = b * k
+    stream = ExampleStream(tagged_dir, "train", eval_window=k)
+    # the window stage: consecutive records in corpus order, never more than W at once
+    sizes = [(int(start), len(records)) for start, records in stream.eval_windows(window).as_numpy_iterator()]
+    assert all(n <= window for _, n in sizes) and sum(n for _, n in sizes) == len(stream)
+    assert [s for s, _ in sizes] == list(range(0, len(stream), window))
+    # batches: each within one window's block of positions, the blocks in order, length-sorted inside
+    blocks: dict[int, list] = {}
+    order = []
+    for positions, lengths, batch in stream.eval_batches(b):
+        block = {int(p) // window for p in positions}
+        assert len(block) == 1 and len(positions) <= b
+        (block,) = block
+        if not order or order[-1] != block:
+            order.append(block)
+        blocks.setdefault(block, []).extend(lengths.tolist())
+    assert order == sorted(set(order)) == list(range(len(sizes)))  # a window's batches come together
+    assert all(lengths == sorted(lengths) for lengths in blocks.values())
+
+
+def test_eval_batches_of_a_split_shorter_than_its_manifest_are_an_error(tagged_dir, tmp_path):
+    from preprocessing.streams import ExampleStream
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tagged_dir, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["splits"]["test"]["examples"] += 1
+    _rewrite(copy, manifest)
+    stream = ExampleStream(copy, "test", verify=False)
+    with pytest.raises(DataError, match="read .* examples, the manifest records"):
+        list(stream.eval_batches(8))
+
+
+def test_head_reads_the_first_examples_in_corpus_order(tagged_dir):
+    from preprocessing.input_fns import load_examples
+    from preprocessing.streams import ExampleStream
+
+    examples = load_examples(tagged_dir, "valid", with_chars=True)
+    head = ExampleStream(tagged_dir, "valid", with_chars=True).head(9)
+    assert len(head) == 9 and head.task == examples.task
+    for i in range(9):
+        np.testing.assert_array_equal(head.ids[i], examples.ids[i])
+        np.testing.assert_array_equal(head.tags[i], examples.tags[i])
+        assert [w.tolist() for w in head.chars[i]] == [w.tolist() for w in examples.chars[i]]
