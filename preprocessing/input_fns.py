@@ -35,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from preprocessing import schema
-from preprocessing.manifest import DataError, load_manifest, rebuild_hint, split_paths, verify_shards
+from preprocessing.manifest import DataError, load_manifest, read_or_explain, rebuild_hint, split_paths, verify_shards
 from preprocessing.vocab import BOS_ID, EOS_ID
 
 
@@ -68,17 +68,7 @@ def _read_shard(path: str, spec: dict[str, str], data_dir) -> Iterator[dict[str,
     ds = tf.data.TFRecordDataset(path, compression_type="GZIP").map(
         lambda s: schema.parse_example(spec, s), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
-    it = ds.as_numpy_iterator()
-    while True:
-        try:
-            ex = next(it)
-        except StopIteration:
-            return
-        except tf.errors.OpError as err:
-            detail = (err.message or type(err).__name__).strip().splitlines()[-1]
-            raise DataError(f"{path}: cannot read this shard ({type(err).__name__}: {detail}); "
-                            f"{rebuild_hint(data_dir)}") from None
-        yield ex
+    yield from read_or_explain(ds.as_numpy_iterator(), f"{path}: cannot read this shard", data_dir)
 
 
 def _count_mismatch(where: str, what: str, found: int, expected: int, data_dir) -> DataError:

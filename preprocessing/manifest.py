@@ -133,6 +133,20 @@ def rebuild_hint(data_dir: str | os.PathLike) -> str:
             "to prepare the data again")
 
 
+def read_or_explain(iterator, what: str, data_dir: str | os.PathLike):
+    """Yields ``iterator``'s items (a tf.data NumPy iterator over prepared shards); a TensorFlow read
+    error becomes a :class:`DataError` ``"<what> (<error>); <rebuild hint>"``."""
+    while True:
+        try:
+            item = next(iterator)
+        except StopIteration:
+            return
+        except tf.errors.OpError as err:
+            detail = (err.message or type(err).__name__).strip().splitlines()[-1]
+            raise DataError(f"{what} ({type(err).__name__}: {detail}); {rebuild_hint(data_dir)}") from None
+        yield item
+
+
 def file_digest(path: str, chunk_size: int = CHUNK_SIZE) -> tuple[str, int]:
     """``(sha256 hex digest, size in bytes)`` of a file, streamed in chunks (any ``tf.io.gfile`` path)."""
     digest, size = hashlib.sha256(), 0

@@ -33,7 +33,8 @@ import numpy as np
 import tensorflow as tf
 
 from preprocessing import schema
-from preprocessing.manifest import DataError, load_manifest, rebuild_hint, shard_info, split_paths, verify_shards
+from preprocessing.manifest import (DataError, load_manifest, read_or_explain, rebuild_hint, shard_info, split_paths,
+                                    verify_shards)
 
 RECORDS_PER_READ = 256  # serialized records parsed in one call
 BLOCK_WINDOWS = 16  # windows a row cuts at a time (per tf.data element)
@@ -480,15 +481,7 @@ class ExampleStream:
         where = f"{self.data_dir}: split {self.split!r}"
         it = self.eval_dataset(batch_size, max_chars, sort_window=sort_window).as_numpy_iterator()
         seen = 0
-        while True:
-            try:
-                positions, lengths, batch = next(it)
-            except StopIteration:
-                break
-            except tf.errors.OpError as err:
-                detail = (err.message or type(err).__name__).strip().splitlines()[-1]
-                raise DataError(f"{where}: cannot read its shards ({type(err).__name__}: {detail}); "
-                                f"{rebuild_hint(self.data_dir)}") from None
+        for positions, lengths, batch in read_or_explain(it, f"{where}: cannot read its shards", self.data_dir):
             seen += len(positions)
             yield positions, lengths, batch
         if seen != self.examples:
