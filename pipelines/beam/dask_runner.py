@@ -1,4 +1,4 @@
-"""rnnflow's DaskRunner: Beam 2.77's ``DaskRunner`` with the three changes a real corpus needs (part of
+"""rnnflow's DaskRunner: Beam 2.77's ``DaskRunner`` with the changes a real corpus needs (part of
 the runner adapter, :mod:`pipelines.beam.runners`; imported only when ``--runner DaskRunner`` is used).
 
 Beam's DaskRunner turns each leaf transform into a ``dask.bag`` operation. As shipped (2.77) it cannot
@@ -31,7 +31,26 @@ prepare a corpus of any size in reasonable time:
    0..5 read as a side input came out as 30, not 15. Here each partition makes its own DoFn copy
    and output list; outputs emitted from ``finish_bundle`` are kept too.
 
-The translations of ``GroupByKey`` and ``Flatten``, the options and the result are Beam's own.
+5. **Every grouping went through windowing steps, and no combine was lifted.** Beam's translation of
+   ``GroupByKey`` wraps every element in a ``WindowedValue`` (``ReifyWindows``), groups, and unwraps them
+   again (``GroupAlsoByWindow``); a ``CombinePerKey`` (and so ``Count.PerElement``, ``Count.Globally``,
+   ``CombineGlobally``) sent *every* element through that grouping before combining: the token count of
+   the vocabulary grouped one element per token of the corpus. In the global window (the only one the
+   prepare job uses) a ``GroupByKey`` here is one ``dask.bag.groupby`` into ``--dask_npartitions``
+   partitions, and a ``CombinePerKey`` without side inputs is a ``dask.bag.foldby``: each partition adds
+   its elements into one accumulator per key, and only the accumulators are merged, as Beam's other
+   runners lift combiners.
+
+Only the global window is supported (batch jobs such as rnnflow's): elements travel between steps
+without their windows, as in Beam's translation, which therefore grouped windowed elements across
+windows. A pipeline that windows its elements is refused with an error naming the step.
+
+6. **Only the last step ran.** Beam's runner computes the bag of the pipeline's last leaf, so a branch
+   that does not feed it (a count that is only logged, a second output written on its own) silently
+   never ran. Here every leaf that no step reads is computed (and its elements dropped on the
+   workers, not gathered).
+
+The translation of ``Flatten``, the options and the result are Beam's own.
 """
 
 from __future__ import annotations
@@ -50,9 +69,13 @@ from apache_beam.pipeline import AppliedPTransform, PipelineVisitor
 from apache_beam.runners.common import DoFnContext, DoFnInvoker, DoFnSignature, _OutputHandler
 from apache_beam.runners.dask import dask_runner as beam_dask
 from apache_beam.runners.dask import transform_evaluator as evaluators
+from apache_beam.pipeline import PTransformOverride
 from apache_beam.runners.dask.overrides import _Reshuffle, dask_overrides
+from apache_beam.transforms.combiners import curry_combine_fn
+from apache_beam.transforms.core import CallableWrapperDoFn, _DoFnParam
 from apache_beam.transforms.sideinputs import SideInputMap
-from apache_beam.transforms.window import GlobalWindow, WindowFn
+from apache_beam.transforms.trigger import DefaultTrigger
+from apache_beam.transforms.window import GlobalWindow, GlobalWindows, WindowFn
 from apache_beam.utils.windowed_value import WindowedValue
 
 log = logging.getLogger(__name__)
@@ -74,6 +97,7 @@ class SideInputValues:
 
 
 _GLOBAL_WINDOWS: tuple | None = None
+_WRAPPED = (WindowedValue, beam.window.TimestampedValue, beam.pvalue.TaggedOutput)
 
 
 def _windowed(item, window_fn):
@@ -89,9 +113,35 @@ def _windowed(item, window_fn):
     return evaluators.get_windowed_value(item, window_fn)
 
 
+def _plain_callable(fn, side_inputs) -> bool:
+    """Whether ``fn`` is a ``Map``/``FlatMap``/``Filter`` function (a ``CallableWrapperDoFn``) without
+    side inputs or ``DoFn.*Param`` arguments: it can then be called directly, without Beam's invoker."""
+    if type(fn) is not CallableWrapperDoFn or side_inputs:
+        return False
+    defaults = DoFnSignature(fn).process_method.defaults
+    return not any(isinstance(value, _DoFnParam) for value in defaults)
+
+
+def _call_each(items, process, args, kwargs) -> list:
+    """A plain function's outputs over a partition (windows, timestamps and tags dropped, as the invoker's
+    receivers here do: every step runs in the global window)."""
+    out = []
+    for item in items:
+        results = process(item, *args, **kwargs)
+        if results is None:
+            continue
+        for value in results:
+            out.append(value.value if isinstance(value, _WRAPPED) else value)
+    return out
+
+
 def run_bundle(items, fn, window_fn, label: str, side_inputs, args, kwargs) -> list:
     """One partition through a DoFn: a copy of ``fn`` and an output list of its own (set up, started,
-    every element, finished, torn down); returns the outputs, ``finish_bundle``'s included."""
+    every element, finished, torn down); returns the outputs, ``finish_bundle``'s included. A plain
+    ``Map``/``FlatMap``/``Filter`` function is called directly (Beam's invoker costs several µs per
+    element: a ``WindowedValue`` in and out)."""
+    if _plain_callable(fn, side_inputs):
+        return _call_each(items, fn.process, args, kwargs)
     receivers = evaluators.OneReceiver()
     handler = _OutputHandler(window_fn=window_fn, main_receivers=receivers[None], tagged_receivers=receivers,
                              per_element_output_counter=None, output_batch_converter=None,
@@ -116,6 +166,109 @@ def _pardo(node: AppliedPTransform, input_bag: db.Bag, side_inputs) -> db.Bag:
     window_fn = main_input.windowing.windowfn if hasattr(main_input, "windowing") else None
     return input_bag.map_partitions(run_bundle, transform.fn, window_fn, transform.label, side_inputs,
                                     list(args), dict(kwargs))
+
+
+class _GlobalGroupByKey(beam.PTransform):
+    """A ``GroupByKey`` in the global window: one ``dask.bag.groupby`` (a leaf of this runner)."""
+
+    def expand(self, pcoll):
+        return pvalue.PCollection.from_(pcoll)
+
+
+class _LiftedCombinePerKey(beam.PTransform):
+    """A ``CombinePerKey`` without side inputs in the global window: a ``dask.bag.foldby`` (a leaf)."""
+
+    def __init__(self, fn: beam.CombineFn):
+        super().__init__()
+        self.fn = fn
+
+    def expand(self, pcoll):
+        return pvalue.PCollection.from_(pcoll)
+
+
+def _global(windowing) -> bool:
+    return isinstance(windowing.windowfn, GlobalWindows) and windowing.triggerfn == DefaultTrigger()
+
+
+def _in_global_window(node: AppliedPTransform) -> bool:
+    return _global(next(iter(node.main_inputs.values())).windowing)
+
+
+def _check_global_window(node: AppliedPTransform) -> None:
+    for output in node.outputs.values():
+        if isinstance(output, pvalue.PCollection) and not _global(output.windowing):
+            raise ValueError(f"rnnflow's DaskRunner runs pipelines in the global window only, and step "
+                             f"{node.full_label!r} windows its output ({output.windowing.windowfn!r}): "
+                             f"run this pipeline on another runner")
+
+
+class _GroupByKeyOverride(PTransformOverride):
+    def matches(self, node: AppliedPTransform) -> bool:
+        return type(node.transform) is beam.GroupByKey and _in_global_window(node)
+
+    def get_replacement_transform_for_applied_ptransform(self, node: AppliedPTransform):
+        return _GlobalGroupByKey()
+
+
+class _CombinePerKeyOverride(PTransformOverride):
+    def matches(self, node: AppliedPTransform) -> bool:
+        return (type(node.transform) is beam.CombinePerKey and not node.transform.side_inputs
+                and _in_global_window(node))
+
+    def get_replacement_transform_for_applied_ptransform(self, node: AppliedPTransform):
+        transform = node.transform
+        return _LiftedCombinePerKey(curry_combine_fn(transform.fn, transform.args, transform.kwargs))
+
+
+def overrides() -> list[PTransformOverride]:
+    """This runner's replacements, then Beam's (a combine is replaced before the grouping inside it)."""
+    return [_CombinePerKeyOverride(), _GroupByKeyOverride(), *dask_overrides()]
+
+
+def _key(item):
+    return item[0]
+
+
+def _group_values(item):
+    key, items = item
+    return key, [value for _, value in items]
+
+
+class _Folder:
+    """A ``CombineFn`` as ``foldby``'s functions: a fresh accumulator per key and partition, elements
+    added to it, accumulators merged, outputs extracted (set up once per copy, in the task)."""
+
+    def __init__(self, fn: beam.CombineFn):
+        self.fn = fn
+        self._ready = False
+
+    def __getstate__(self):
+        return {"fn": self.fn, "_ready": False}
+
+    def create(self):
+        if not self._ready:
+            self.fn.setup()
+            self._ready = True
+        return self.fn.create_accumulator()
+
+    def add(self, accumulator, item):
+        return self.fn.add_input(accumulator, item[1])
+
+    def merge(self, first, second):
+        return self.fn.merge_accumulators([first, second])
+
+    def extract(self, item):
+        if not self._ready:
+            self.fn.setup()
+            self._ready = True
+        return item[0], self.fn.extract_output(item[1])
+
+
+def combine_per_key(bag: db.Bag, fn: beam.CombineFn) -> db.Bag:
+    """``(key, value)`` → ``(key, combined)``: each partition folds its values per key, then only the
+    accumulators are merged (a lifted combine)."""
+    folder = _Folder(fn)
+    return bag.foldby(_key, folder.add, folder.create, folder.merge).map(folder.extract)
 
 
 class _Readers(PipelineVisitor):
@@ -143,7 +296,7 @@ class _BagBuilder(PipelineVisitor):
         self.partitions = partitions
         self.unread = collections.Counter(readers)  # readers not yet built, per producer
         self.bags: dict[AppliedPTransform, db.Bag] = {}
-        self.last: db.Bag | None = None
+        self.sinks: list[db.Bag] = []  # leaves no step reads: what the job computes
         self._side_values: dict[AppliedPTransform, list] = {}
 
     def _inputs(self, node: AppliedPTransform, op) -> t.Any:
@@ -161,8 +314,13 @@ class _BagBuilder(PipelineVisitor):
                             SideInputValues(self._side_values[producer], side._window_mapping_fn))
 
     def visit_transform(self, node: AppliedPTransform) -> None:
+        _check_global_window(node)
         if isinstance(node.transform, _Reshuffle):
             bag = self._inputs(node, None).repartition(self.partitions)
+        elif isinstance(node.transform, _GlobalGroupByKey):
+            bag = self._inputs(node, None).groupby(_key, npartitions=self.partitions).map(_group_values)
+        elif isinstance(node.transform, _LiftedCombinePerKey):
+            bag = combine_per_key(self._inputs(node, None), node.transform.fn)
         elif type(node.transform) is beam.ParDo:
             side_inputs = [self._side_input(side) for side in node.side_inputs] or None
             bag = _pardo(node, self._inputs(node, None), side_inputs)
@@ -173,7 +331,9 @@ class _BagBuilder(PipelineVisitor):
             bag = op.apply(input_bag=self._inputs(node, op) if node.inputs else None, side_inputs=side_inputs)
         if self.readers[node] > 1:
             bag = self.client.persist(bag)
-        self.bags[node] = self.last = bag
+        self.bags[node] = bag
+        if self.readers[node] == 0:
+            self.sinks.append(bag)
         self._release_inputs(node)
 
     def _release_inputs(self, node: AppliedPTransform) -> None:
@@ -184,6 +344,13 @@ class _BagBuilder(PipelineVisitor):
             self.unread[producer] -= 1
             if self.unread[producer] == 0:
                 self.bags.pop(producer, None)
+
+
+def _drain(items) -> list:
+    """Runs a sink partition for its effects; nothing is sent back to the client."""
+    for _ in items:
+        pass
+    return []
 
 
 def default_partitions(client) -> int:
@@ -208,14 +375,13 @@ class DaskRunner(beam_dask.DaskRunner):
         log.info("Dask cluster %s: %d worker thread(s), %s", client.scheduler.address,
                  sum(client.nthreads().values()), bag_kwargs)
 
-        pipeline.replace_all(dask_overrides())
+        pipeline.replace_all(overrides())
         readers = _Readers()
         pipeline.visit(readers)
         builder = _BagBuilder(client, bag_kwargs, readers.count, partitions)
         pipeline.visit(builder)
-        # as in Beam: the last leaf depends on every other one (the prepare job makes sure it does)
-        final = dask.optimize(builder.last)
-        futures = client.compute(final)
+        sinks = dask.optimize(*[bag.map_partitions(_drain) for bag in builder.sinks])
+        futures = client.compute(list(sinks))
         builder.bags.clear()
-        builder.last = None
+        builder.sinks.clear()
         return beam_dask.DaskRunnerResult(client, futures)
