@@ -12,6 +12,12 @@ BIOES tags come from ``seqeval``'s span extraction (strict mode for BIOES, CoNLL
 semantics for BIO), error rates and BLEU / chrF from :mod:`keras_models.metrics`, macro-F1 and the
 classification report from scikit-learn. The compiled batch function is kept between calls, so
 per-epoch validation does not recompile.
+
+Every evaluator also has ``score_items(model, vocabulary)``: the same figures from the same single
+pass, plus the split's per-item sufficient statistics (:class:`~keras_models.item_stats.ItemStats`:
+a content key and a few numbers per sentence, document or source, whose sums give exactly the
+figures), for paired comparisons of two models (:mod:`keras_models.bootstrap`). The items' numbers
+are the only thing it keeps beyond what ``__call__`` keeps.
 """
 
 from __future__ import annotations
@@ -24,10 +30,12 @@ import numpy as np
 import tensorflow as tf
 
 from keras_models.inputs import model_inputs
+from keras_models.item_stats import ItemStats, item_key
 from keras_models.metrics import (  # the evaluators' metrics, importable from here as before
     TextStatistics,
     edit_distance,
     error_counts,
+    sentence_span_counts,
     sequence_error_rates,
     span_counts,
     span_report,
@@ -35,12 +43,29 @@ from keras_models.metrics import (  # the evaluators' metrics, importable from h
     text_scores,
 )
 from preprocessing.input_fns import Examples, eval_batches
+from preprocessing.vocab import EOS_ID
 
 __all__ = [
-    "ClassificationEvaluator", "Seq2SeqEvaluator", "StreamEvaluator", "TAG_SCHEMES", "TaggingEvaluator",
+    "ClassificationEvaluator", "ItemStats", "Seq2SeqEvaluator", "StreamEvaluator", "TAG_SCHEMES", "TaggingEvaluator",
     "TextStatistics", "edit_distance", "error_counts", "score_batches", "sequence_error_rates", "span_counts",
     "span_report", "span_scores", "text_scores",
 ]
+
+
+def _vocabulary_array(vocabulary) -> np.ndarray:
+    vocab = np.asarray(list(vocabulary), dtype=object)
+    if vocab.ndim != 1 or not vocab.size:
+        raise ValueError("score_items needs the vocabulary: the token strings in id order")
+    return vocab
+
+
+def _tokens(vocab: np.ndarray, ids, where: str) -> list[str]:
+    """The token strings of ``ids`` (an id outside the vocabulary is an error naming ``where``)."""
+    ids = np.asarray(ids, np.int64)
+    if ids.size and (ids.min() < 0 or ids.max() >= vocab.size):
+        raise ValueError(f"{where}: token id {int(ids.max() if ids.max() >= vocab.size else ids.min())} is "
+                         f"outside the vocabulary of {vocab.size} tokens given to score_items")
+    return vocab[ids].tolist()
 
 
 # ------------------------------------------------------------------------------ language models
@@ -50,13 +75,14 @@ class StreamEvaluator:
     Every window is scored, the last one possibly shorter, so the figure covers every target of the
     layout (``layout.num_targets``) and is comparable with published stream perplexities. The
     compiled window function is kept between calls (one per model), so per-epoch validation does not
-    recompile.
+    recompile. :meth:`score_items` adds per-sentence statistics.
     """
 
     def __init__(self, layout, jit_compile: bool = True):
         self.layout = layout
         self.jit_compile = jit_compile
         self._fns: dict[int, Callable] = {}
+        self._item_fns: dict[int, Callable] = {}
 
     def _fn(self, model):
         if id(model) not in self._fns:
@@ -77,6 +103,10 @@ class StreamEvaluator:
             loss_sum, state = fn(tf.constant(ids), tf.constant(targets), state)
             total += float(loss_sum)
             count += targets.size
+        return self._scores(total, count)
+
+    @staticmethod
+    def _scores(total: float, count: int) -> dict[str, float]:
         loss = total / max(count, 1)
         return {
             "loss": loss,
@@ -84,6 +114,108 @@ class StreamEvaluator:
             "bits_per_token": loss / math.log(2),
             "tokens": count,
         }
+
+    # ----------------------------------------------------------------------------- per sentence
+    def _item_fn(self, model):
+        if id(model) not in self._item_fns:
+
+            def window(ids, targets, state):
+                logits, state = model.forward(ids, state, training=False)
+                xent = keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True)
+                xent = tf.cast(xent, tf.float64)
+                return tf.reduce_sum(xent), xent, state
+
+            self._item_fns[id(model)] = tf.function(window, jit_compile=self.jit_compile, reduce_retracing=True)
+        return self._item_fns[id(model)]
+
+    def _stream_chunks(self, stream):
+        """The split's ids in corpus order, in chunks: ``stream`` when given; a
+        :class:`~preprocessing.streams.TokenStream`'s records read from its shards (already
+        verified when it was made, counted again); an in-memory layout's laid-out ids."""
+        layout = self.layout
+        if stream is not None:
+            yield np.asarray(stream).reshape(-1)
+        elif hasattr(layout, "data_dir") and hasattr(layout, "split"):
+            from preprocessing.input_fns import iter_split
+
+            for example in iter_split(layout.data_dir, layout.split, verify=False):
+                yield example["ids"]
+        else:
+            yield np.concatenate([layout.inputs[:, :1], layout.targets], axis=1).reshape(-1)
+
+    def _sentences(self, vocab: np.ndarray, stream) -> tuple[np.ndarray, np.ndarray]:
+        """``(ends, keys)``: each sentence's end in the stream (exclusive) and content key. A sentence
+        is the ids up to and including an ``<eos>`` (ids after the last one make a last sentence)."""
+        ends: list[int] = []
+        keys: list[str] = []
+        pending: list[np.ndarray] = []
+        position = 0
+
+        def close():
+            nonlocal position, pending
+            ids = np.concatenate(pending)
+            pending = []
+            position += ids.size
+            ends.append(position)
+            keys.append(item_key("lm", _tokens(vocab, ids, f"sentence {len(keys)}")))
+
+        for chunk in self._stream_chunks(stream):
+            chunk = np.asarray(chunk).reshape(-1)
+            start = 0
+            for cut in (np.flatnonzero(chunk == EOS_ID) + 1).tolist():
+                pending.append(chunk[start:cut])
+                close()
+                start = cut
+            if start < chunk.size:
+                pending.append(chunk[start:])
+        if pending:
+            close()
+        return np.asarray(ends, np.int64), np.asarray(keys, dtype=str)
+
+    def score_items(self, model, vocabulary, stream=None) -> tuple[dict[str, float], ItemStats]:
+        """:meth:`__call__`'s figures and the split's per-sentence statistics, in one pass.
+
+        Every target token's loss goes to the sentence the token belongs to: the target of row
+        ``b``, step ``t`` of the layout (rows of ``L`` ids) is id ``b*L + t + 1`` of the split's
+        stream, so the sentences' sums of negative log-likelihood and of targets add up to the
+        evaluator's (a sentence's ids that are no target, e.g. a row's first id or the few dropped
+        after the last row, count for nothing; a sentence may have no target at all).
+
+        Args:
+            model: the language model.
+            vocabulary: the token strings in id order (the keys read them).
+            stream: the split's whole id stream; by default read from a
+                :class:`~preprocessing.streams.TokenStream`'s shards (a record at a time), or, for an
+                in-memory layout, the ids it lays out.
+
+        Returns ``(figures, items)``: ``items.stats`` has ``loss``, ``perplexity`` and ``bpc``, all
+        ``[n, 2]`` of (nll in nats, targets); keys are :func:`~keras_models.item_stats.item_key` of
+        ``("lm", tokens)``, ``<eos>`` included.
+        """
+        vocab = _vocabulary_array(vocabulary)
+        ends, keys = self._sentences(vocab, stream)
+        layout = self.layout
+        row_length = int(getattr(layout, "row_length", 0) or layout.inputs.shape[1] + 1)
+        if ends.size == 0 or row_length * layout.num_streams > int(ends[-1]):
+            raise ValueError(f"the stream holds {int(ends[-1]) if ends.size else 0} ids, fewer than the "
+                             f"{row_length * layout.num_streams} the layout lays out")
+        nll, targets_per = np.zeros(ends.size), np.zeros(ends.size)
+        fn = self._item_fn(model)
+        state = model.initial_state(layout.num_streams)
+        total, count, column = 0.0, 0, 0
+        rows = np.arange(layout.num_streams, dtype=np.int64)[:, None] * row_length
+        for ids, targets in layout.windows(drop_remainder=False):
+            loss_sum, xent, state = fn(tf.constant(ids), tf.constant(targets), state)
+            total += float(loss_sum)
+            count += targets.size
+            width = targets.shape[1]
+            positions = (rows + (column + 1) + np.arange(width, dtype=np.int64)[None, :]).reshape(-1)
+            sentence = np.searchsorted(ends, positions, side="right")
+            np.add.at(nll, sentence, xent.numpy().reshape(-1))
+            np.add.at(targets_per, sentence, 1.0)
+            column += width
+        stats = np.stack([nll, targets_per], axis=1)
+        return self._scores(total, count), ItemStats(keys, {"loss": stats, "perplexity": stats, "bpc": stats})
 
 
 TAG_SCHEMES = ("plain", "bio", "bioes")  # data.tag_scheme: plain tags, or spans scored by span F1
@@ -151,6 +283,14 @@ def _check_ids(ids: np.ndarray, known: int, unseen: int, what: str, where: str) 
             f"{where}: gold {what} id {int(bad.flat[0])} is out of range: there are {known} known {what}s "
             f"(ids 0..{known - 1}) and {unseen} unseen {what} names (ids {known}..{known + unseen - 1})"
         )
+
+
+def _filled(keys: np.ndarray, what: str) -> np.ndarray:
+    """The per-item keys as str, every corpus position given one (else the split was not read whole)."""
+    missing = [i for i, k in enumerate(keys.tolist()) if k is None]
+    if missing:
+        raise ValueError(f"{len(missing)} {what}(s) of the split were never scored (first: {what} {missing[0]})")
+    return keys.astype(str)
 
 
 def _confusion(gold: np.ndarray, pred: np.ndarray, size: int) -> np.ndarray:
@@ -223,7 +363,8 @@ class TaggingEvaluator(_BatchScorer):
         return score
 
     def _sentences(self, model):
-        """``(positions, gold ids, predicted ids, loss sum, count)`` per batch, one id array per sentence."""
+        """``(positions, gold ids, predicted ids, loss sum, count, token ids)`` per batch, one id array
+        per sentence."""
         known, unseen = len(self.tag_names), len(self.unseen_names)
         for positions, lengths, batch, loss_sum, count, tags in self._scored(model):
             gold = [batch["tags"][row, :n] for row, n in enumerate(lengths)]
@@ -232,7 +373,8 @@ class TaggingEvaluator(_BatchScorer):
                 if flat.size and (flat.min() < 0 or flat.max() >= known + unseen):
                     for p, g in zip(positions, gold):  # name the sentence at fault
                         _check_ids(g, known, unseen, "tag", f"sentence {int(p)}")
-            yield positions, gold, [tags[row, :n] for row, n in enumerate(lengths)], loss_sum, count
+            yield (positions, gold, [tags[row, :n] for row, n in enumerate(lengths)], loss_sum, count,
+                   [batch["ids"][row, :n] for row, n in enumerate(lengths)])
 
     def predict(self, model) -> tuple[list[list[str]], list[list[str]], float]:
         """Gold and predicted tag sequences (corpus order) and the summed loss; they are held in
@@ -246,13 +388,47 @@ class TaggingEvaluator(_BatchScorer):
         pred: list[list[str] | None] = [None] * n
         total = 0.0
         names = np.array(self.confusion_labels, dtype=object)
-        for positions, golds, preds, loss_sum, _ in self._sentences(model):
+        for positions, golds, preds, loss_sum, _, _ in self._sentences(model):
             total += loss_sum
             for p, g, q in zip(positions, golds, preds):
                 gold[p], pred[p] = names[g].tolist(), names[q].tolist()
         return gold, pred, total  # type: ignore[return-value]
 
     def __call__(self, model) -> dict[str, float]:
+        return self._evaluate(model)
+
+    def score_items(self, model, vocabulary) -> tuple[dict[str, float], ItemStats]:
+        """:meth:`__call__`'s figures and the per-sentence statistics, in one pass.
+
+        ``vocabulary``: the token strings in id order. ``items.stats``: ``accuracy`` ``[n, 2]``
+        (correct tokens, tokens: unseen gold tags count as tokens, never as correct) and, for span
+        schemes, ``f1``, ``precision``, ``recall`` ``[n, 3]`` (correct, wrongly predicted, missed
+        spans); keys: ``("tagging", tokens, gold tag names)``, in corpus order. The loss is left
+        out: ``model.loss_sum`` sums a batch in float32 (with a CRF, per sentence), so per-sentence
+        sums would not reproduce it.
+        """
+        vocab, n = _vocabulary_array(vocabulary), len(self.examples)
+        names = np.array(self.confusion_labels, dtype=object)
+        keys = np.empty(n, object)
+        accuracy = np.zeros((n, 2))
+        spans = np.zeros((n, 3)) if self.scheme != "plain" else None
+
+        def collect(positions, golds, preds, ids, gold_names, pred_names):
+            positions = np.asarray(positions, np.int64)
+            for p, x, g in zip(positions.tolist(), ids, golds):
+                keys[p] = item_key("tagging", _tokens(vocab, x, f"sentence {p}"), names[g].tolist())
+            accuracy[positions, 0] = [int(np.sum(g == q)) for g, q in zip(golds, preds)]
+            accuracy[positions, 1] = [g.size for g in golds]
+            if spans is not None:
+                spans[positions] = sentence_span_counts(gold_names, pred_names, self.scheme)
+
+        scores = self._evaluate(model, collect)
+        stats = {"accuracy": accuracy}
+        if spans is not None:
+            stats.update(f1=spans, precision=spans, recall=spans)
+        return scores, ItemStats(_filled(keys, "sentence"), stats)
+
+    def _evaluate(self, model, collect: Callable | None = None) -> dict[str, float]:
         known, size = len(self.tag_names), len(self.confusion_labels)
         names = np.array(self.confusion_labels, dtype=object)
         total = scored = 0.0
@@ -260,7 +436,7 @@ class TaggingEvaluator(_BatchScorer):
         unseen_counts = np.zeros(len(self.unseen_names), np.int64)
         confusion = np.zeros((size, size), np.int64)
         spans: dict[str, np.ndarray] = {}
-        for _, golds, preds, loss_sum, count in self._sentences(model):
+        for positions, golds, preds, loss_sum, count, ids in self._sentences(model):
             total += loss_sum
             scored += count
             gold, pred = np.concatenate(golds).astype(np.int64), np.concatenate(preds).astype(np.int64)
@@ -268,11 +444,14 @@ class TaggingEvaluator(_BatchScorer):
             correct += int(np.sum(gold == pred))  # predictions are known tags: an unseen gold tag is never matched
             unseen_counts += np.bincount(gold[gold >= known] - known, minlength=len(self.unseen_names))
             confusion += _confusion(gold, pred, size)
+            gold_names = pred_names = None
             if self.scheme != "plain":
-                batch_spans = span_counts([names[g].tolist() for g in golds], [names[q].tolist() for q in preds],
-                                          self.scheme)
+                gold_names, pred_names = [names[g].tolist() for g in golds], [names[q].tolist() for q in preds]
+                batch_spans = span_counts(gold_names, pred_names, self.scheme)
                 for name, c in batch_spans.items():
                     spans[name] = spans.get(name, 0) + c
+            if collect is not None:
+                collect(positions, golds, preds, ids, gold_names, pred_names)
         unseen = int(unseen_counts.sum())
         # Without unseen tags every token is scored: the loss is over them all, as it always was.
         denominator = tokens if not unseen else scored
@@ -353,35 +532,71 @@ class ClassificationEvaluator(_BatchScorer):
         return score
 
     def _batches(self, model):
-        """``(positions, gold, predicted, loss sum, count)`` per batch."""
+        """``(positions, gold, predicted, loss sum, count, lengths, ids)`` per batch."""
         known, unseen = len(self.label_names), len(self.unseen_names)
-        for positions, _, batch, loss_sum, count, pred in self._scored(model):
+        for positions, lengths, batch, loss_sum, count, pred in self._scored(model):
             labels = batch["label"]
             if not isinstance(self.examples, Examples) and (labels.min() < 0 or labels.max() >= known + unseen):
                 for p, g in zip(positions, labels):  # name the document at fault (checked up front in memory)
                     _check_ids(g, known, unseen, "label", f"document {int(p)}")
-            yield positions, labels, pred, loss_sum, count
+            yield positions, labels, pred, loss_sum, count, lengths, batch["ids"]
 
     def predict(self, model) -> tuple[np.ndarray, float]:
         """Predicted label ids in corpus order and the summed loss (over the documents with a known
         gold label)."""
         pred = np.zeros(len(self.examples), np.int32)
         total = 0.0
-        for positions, _, p, loss_sum, _ in self._batches(model):
+        for positions, _, p, loss_sum, _, _, _ in self._batches(model):
             total += loss_sum
             pred[positions] = p
         return pred, total
 
     def __call__(self, model) -> dict[str, float]:
+        return self._evaluate(model)
+
+    def score_items(self, model, vocabulary) -> tuple[dict[str, float], ItemStats]:
+        """:meth:`__call__`'s figures and the per-document statistics, in one pass.
+
+        ``vocabulary``: the token strings in id order. ``items.stats``: ``accuracy`` ``[n, 2]``
+        (correct, 1; a document with an unseen gold label is never correct) and ``macro_f1``
+        ``[n, 3C]`` over the ``C`` :attr:`confusion_labels` (known, then unseen): the document's
+        (tp, fp, fn) for class 0, then class 1, ... (a right answer is a tp of its class, a wrong one
+        a fn of the gold class and a fp of the predicted one). Keys: ``("classification", tokens,
+        gold label name)``, in corpus order. The loss is left out (as for taggers).
+        """
+        vocab, n = _vocabulary_array(vocabulary), len(self.examples)
+        names, known, size = self.confusion_labels, len(self.label_names), len(self.confusion_labels)
+        keys = np.empty(n, object)
+        accuracy = np.zeros((n, 2))
+        per_class = np.zeros((n, size, 3))
+
+        def collect(positions, gold, pred, lengths, ids):
+            positions, gold, pred = (np.asarray(a, np.int64) for a in (positions, gold, pred))
+            for row, p in enumerate(positions.tolist()):
+                keys[p] = item_key("classification", _tokens(vocab, ids[row, : lengths[row]], f"document {p}"),
+                                   names[int(gold[row])])
+            right = (gold == pred) & (gold < known)
+            accuracy[positions, 0], accuracy[positions, 1] = right, 1.0
+            per_class[positions[right], gold[right], 0] = 1.0
+            per_class[positions[~right], pred[~right], 1] = 1.0
+            per_class[positions[~right], gold[~right], 2] = 1.0
+
+        scores = self._evaluate(model, collect)
+        return scores, ItemStats(_filled(keys, "document"),
+                                 {"accuracy": accuracy, "macro_f1": per_class.reshape(n, 3 * size)})
+
+    def _evaluate(self, model, collect: Callable | None = None) -> dict[str, float]:
         from sklearn.metrics import classification_report, f1_score
 
         size, known = len(self.confusion_labels), len(self.label_names)
         confusion = np.zeros((size, size), np.int64)
         total = scored = 0.0
-        for _, gold, pred, loss_sum, count in self._batches(model):
+        for positions, gold, pred, loss_sum, count, lengths, ids in self._batches(model):
             total += loss_sum
             scored += count
             confusion += _confusion(gold, pred, size)
+            if collect is not None:
+                collect(positions, gold, pred, lengths, ids)
         n = int(confusion.sum())
         unseen_counts = confusion[known:].sum(axis=1)
         unseen = int(unseen_counts.sum())
@@ -553,20 +768,54 @@ class Seq2SeqEvaluator(_BatchScorer):
         return [outputs[i] for i in np.asarray(inverse).reshape(-1)]
 
     def __call__(self, model) -> dict[str, float]:
+        return self._evaluate(model)
+
+    def score_items(self, model, vocabulary) -> tuple[dict[str, float], ItemStats]:
+        """:meth:`__call__`'s figures and the per-source statistics, in one pass.
+
+        An item is a source with all its references (the consecutive examples with its ids): what
+        the error rates count. ``vocabulary``: the *source* token strings in id order.
+        ``items.stats``: ``wer`` ``[n, 2]`` (1 if the output matches none of the references, 1
+        source), ``per`` ``[n, 2]`` (edit errors against the closest reference, its length) and,
+        with ``text_metrics``, ``bleu`` ``[n, 10]`` and ``chrf`` ``[n, 18]`` (sacrebleu's sentence
+        statistics, see :meth:`TextStatistics.items`). Keys: ``("seq2seq", source tokens,
+        references as token lists)``, in corpus order. The teacher-forced loss and perplexity are
+        left out: ``model.loss_sum`` sums a batch of examples in float32.
+        """
+        vocab = _vocabulary_array(vocabulary)
+        keys: list[str] = []
+        rates: list[tuple[int, int, int]] = []
+
+        def collect(ids, references, counts):
+            tokens = _tokens(vocab, ids, f"source {len(keys)}")
+            keys.append(item_key("seq2seq", tokens, [list(r) for r in references]))
+            rates.append(counts)
+
+        scores, text = self._evaluate(model, collect)
+        counts = np.asarray(rates, np.float64).reshape(-1, 3)
+        stats = {"wer": np.stack([counts[:, 0], np.ones(len(counts))], axis=1), "per": counts[:, 1:3]}
+        if text is not None:
+            stats.update(text.items())
+        return scores, ItemStats(np.asarray(keys, dtype=str), stats)
+
+    def _evaluate(self, model, collect: Callable | None = None):
         search = self._searcher(model)
         total = count = 0.0
         wrong = errors = length = sources = 0
-        text = TextStatistics("" if self.target_level == "char" else " ") if self.text_metrics else None
-        run: list = []  # the source being read: [ids, its output, its references]
+        text = (TextStatistics("" if self.target_level == "char" else " ", keep_items=collect is not None)
+                if self.text_metrics else None)
+        run: list = []  # the source being read: [ids, its output, its references, its id array]
 
         def finish():
             nonlocal wrong, errors, length, sources
             if run:
-                _, hypothesis, references = run
+                _, hypothesis, references, ids = run
                 w, e, n = error_counts(hypothesis, references)
                 wrong, errors, length, sources = wrong + w, errors + e, length + n, sources + 1
                 if text is not None:
                     text.add(hypothesis, references)
+                if collect is not None:
+                    collect(ids, references, (w, e, n))
 
         in_order = _InCorpusOrder()
         for positions, lengths, batch, loss_sum, n, _ in self._scored(model):
@@ -574,14 +823,14 @@ class Seq2SeqEvaluator(_BatchScorer):
             count += n
             outputs = self._decode_rows(search, batch["source_ids"])
             for row, p in enumerate(positions):
-                source = batch["source_ids"][row, : lengths[row]].tobytes()
-                in_order.put(int(p), (source, outputs[row], self._tokens(batch["target_out"][row])))
-            for source, output, reference in in_order.ready():
+                ids = batch["source_ids"][row, : lengths[row]].copy()  # not a view: the batch is not kept
+                in_order.put(int(p), (ids.tobytes(), outputs[row], self._tokens(batch["target_out"][row]), ids))
+            for source, output, reference, ids in in_order.ready():
                 if run and run[0] == source:  # one more reference of the same source
                     run[2].append(reference)
                 else:
                     finish()
-                    run = [source, output, [reference]]
+                    run = [source, output, [reference], ids]
         finish()
         self.most_waiting = in_order.most
         loss = total / max(count, 1.0)
@@ -589,4 +838,4 @@ class Seq2SeqEvaluator(_BatchScorer):
                "wer": wrong / max(sources, 1), "per": errors / max(length, 1), "sources": sources}
         if text is not None:
             out.update(text.scores())
-        return out
+        return out if collect is None else (out, text)

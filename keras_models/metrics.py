@@ -66,6 +66,40 @@ def span_counts(gold: list[list[str]], pred: list[list[str]], scheme: str) -> di
     return {name: np.array([len(a), len(b), len(a & b)], np.int64) for name, (a, b) in spans.items()}
 
 
+def sentence_span_counts(gold: list[list[str]], pred: list[list[str]], scheme: str) -> np.ndarray:
+    """``[n_sentences, 3]`` int64: each sentence's (correct, wrongly predicted, missed) spans, i.e.
+    (tp, fp, fn), over all span types, found as :func:`span_counts` finds them.
+
+    Summed over sentences they are ``(correct, predicted - correct, gold - correct)`` of the
+    per-type counts of :func:`span_counts` summed over types: the statistics of micro span F1
+    (``keras_models.bootstrap.SCORES["f1"]``).
+    """
+    n = len(gold)
+    if scheme == "bioes":
+        from seqeval.scheme import IOBES, Entities
+
+        true, predicted = Entities(gold, IOBES).entities, Entities(pred, IOBES).entities
+        out = np.zeros((n, 3), np.int64)
+        for i, (a, b) in enumerate(zip(true, predicted)):
+            a, b = set(a), set(b)
+            correct = len(a & b)
+            out[i] = (correct, len(b) - correct, len(a) - correct)
+        return out
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    # get_entities reads the sentences as one sequence, an "O" after each: sentence i starts at starts[i]
+    starts = np.concatenate([[0], np.cumsum([len(s) + 1 for s in gold], dtype=np.int64)])
+    spans = []
+    for sentences in (gold, pred):
+        spans.append(set(get_entities([list(s) for s in sentences])))
+    true, predicted = spans
+    counts = []
+    for group in (true & predicted, predicted - true, true - predicted):
+        first = np.array([start for _, start, _ in group], np.int64)
+        counts.append(np.bincount(np.searchsorted(starts, first, side="right") - 1, minlength=n)[:n])
+    return np.stack(counts, axis=1).astype(np.int64)
+
+
 def _prf(correct: np.ndarray, predicted: np.ndarray, true: np.ndarray):
     """Precision, recall, F1 as seqeval computes them (beta 1, ``zero_division=0``)."""
 
@@ -165,15 +199,19 @@ class TextStatistics:
     sacrebleu 2.x has no public call for one sentence's statistics; this uses the metrics' own
     ``_extract_corpus_statistics`` (what ``corpus_score`` sums) and ``_compute_score_from_stats``
     (what it scores the sum with), so the figures are exactly the corpus figures.
+
+    With ``keep_items``, every input's own statistics are kept too (:meth:`items`: a few numbers
+    per input, for per-item comparisons).
     """
 
-    def __init__(self, joiner: str = " ", block: int = 256):
+    def __init__(self, joiner: str = " ", block: int = 256, keep_items: bool = False):
         from sacrebleu.metrics import BLEU, CHRF
 
         self.joiner, self.block = joiner, block
         self.bleu, self.chrf = BLEU(tokenize="none"), CHRF()  # corpus_bleu(..., tokenize="none"), corpus_chrf
         self._sums: dict[str, list | None] = {"bleu": None, "chrf": None}
         self._pending: list[tuple[list[str], list[list[str]]]] = []
+        self._items: dict[str, list] | None = {"bleu": [], "chrf": []} if keep_items else None
 
     def add(self, hypothesis: list[str], references: list[list[str]]) -> None:
         self._pending.append((hypothesis, references))
@@ -189,7 +227,21 @@ class TextStatistics:
                                                            _reference_streams(refs, join)):
                 total = self._sums[name]
                 self._sums[name] = list(stats) if total is None else [a + b for a, b in zip(total, stats)]
+                if self._items is not None:
+                    self._items[name].append(list(stats))
         self._pending = []
+
+    def items(self) -> dict[str, np.ndarray]:
+        """Every input's statistics so far, in the order added (``keep_items=True``): ``bleu``
+        ``[n, 10]`` as (matches[4], totals[4], hyp_len, ref_len), ``chrf`` ``[n, 18]`` as
+        sacrebleu's [hyp, ref, match] per character order: the layouts of
+        ``keras_models.bootstrap.SCORES``, whose sums score exactly as :meth:`scores`."""
+        if self._items is None:
+            raise ValueError("TextStatistics(keep_items=True) keeps each input's statistics")
+        self._flush()
+        bleu = np.asarray(self._items["bleu"], np.float64).reshape(-1, 10)
+        chrf = np.asarray(self._items["chrf"], np.float64).reshape(-1, 18)
+        return {"bleu": np.concatenate([bleu[:, 2:10], bleu[:, 0:2]], axis=1), "chrf": chrf}
 
     def scores(self) -> dict[str, float]:
         self._flush()

@@ -1,4 +1,4 @@
-"""The ``rnnflow`` command line: prepare, train, run, evaluate, generate, tag, classify.
+"""The ``rnnflow`` command line: prepare, train, run, evaluate, predict, generate, tag, classify, translate.
 
 Exit codes: 0 success, 1 failure, 2 bad usage, config or --model (a model that is missing or refused),
 3 another run holds the work directory's lock.
@@ -27,6 +27,7 @@ examples:
   rnnflow tag --model runs/twt_pos/<key>/model --input sentences.txt --format conll
   rnnflow classify --model models:/bbc-topics@champion --top-k 3 "Shares fell sharply after the results"
   rnnflow translate --model models:/cmudict-g2p@champion --beam-size 5 --nbest 3 "rnnflow"
+  rnnflow predict --model models:/bbc-topics@champion --input 'news/*.txt' --output scored/news
 
 Options a subcommand does not know (e.g. --runner, --direct_num_workers) are passed to Apache Beam
 (see `rnnflow prepare --help` for the runners).
@@ -56,6 +57,40 @@ examples:
   rnnflow prepare configs/ptb_small.yaml --runner DaskRunner --dask_client_address tcp://127.0.0.1:8786
   rnnflow prepare configs/ptb_small.yaml --runner PortableRunner --job_endpoint embed \\
       --environment_type EXTERNAL --environment_config 127.0.0.1:50000
+"""
+
+
+PREDICT_EPILOG = """\
+output (DIR appears only when complete; an existing DIR is refused unless --force):
+  DIR/predictions-NNNNN-of-NNNNN.jsonl   one line per input line, in input order:
+      {{"input": TEXT, "source": FILE, "line": N, "prediction": {{...}},
+       "model": {{"name": NAME, "version": V, "uri": "models:/NAME/V"}}}}
+      prediction: language model log_prob, num_tokens, perplexity; tagger tokens, tags, length;
+      classifier label, probabilities (in the model's label order); encoder-decoder output,
+      hypotheses, scores
+  DIR/rejected/rejected-00000-of-00001.jsonl   invalid UTF-8 and empty / whitespace-only lines
+      (source, line, reason, detail, text)
+  DIR/manifest.json   model, inputs (sha256, lines), counts (read = predicted + rejected), shards,
+      batching, runner, started / finished
+
+The model: models:/NAME@ALIAS is resolved to its version before the job starts, and every worker
+loads that version (a moved alias changes nothing mid-job); models:/NAME/VERSION, runs:/ID/model,
+a .keras file or a run's model directory work too. It is loaded by rnnflow's safe loader (no code
+from the artifact), once per worker process.
+
+runners (Beam options, as for `rnnflow prepare`; the predictions are the same on every runner):
+  --runner NAME             one of (any case; or a PipelineRunner's fully qualified class name):
+{runners}
+  in-process (default):     --direct_running_mode in_memory|multi_threading|multi_processing
+                            --direct_num_workers N
+  Dask:                     --runner DaskRunner --dask_client_address tcp://HOST:8786
+  On a cluster, DIR's parent, the inputs and the MLflow store (an `mlflow server`) must be reachable
+  from every worker; see README.md, "Batch scoring".
+
+examples:
+  rnnflow predict --model models:/bbc-topics@champion --input 'news/*.txt' --output scored/news
+  rnnflow predict --model models:/cmudict-g2p@champion --input words.txt --output scored/g2p \\
+      --batch-size 256 --runner DaskRunner --dask_client_address tcp://127.0.0.1:8786
 """
 
 
@@ -103,6 +138,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     p.add_argument("--model", required=True, help="model path or MLflow URI")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+
+    p = sub.add_parser("predict", help="score text files with a model as a Beam job (RunInference)",
+                       description=textwrap.fill(
+                           "Batch scoring: every line of the input files through the model, as an Apache Beam job "
+                           "(RunInference, batched), into sharded JSONL predictions, rejected/ and manifest.json. "
+                           "Unknown options go to Beam (--runner, --direct_num_workers, ...).", 100),
+                       epilog=PREDICT_EPILOG.format(runners=textwrap.indent(runners_help(70), " " * 28)),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="MLflow URI (models:/NAME@champion, models:/NAME/VERSION, "
+                   "runs:/ID/model) or a model path")
+    p.add_argument("--input", required=True, action="append", metavar="GLOB",
+                   help="file or glob of files, one text per line (repeatable; gs:// etc. work)")
+    p.add_argument("--output", required=True, metavar="DIR", help="the directory to create")
+    p.add_argument("--batch-size", type=int, default=64, help="most lines per model call (default 64)")
+    p.add_argument("--min-batch-size", type=int, default=None,
+                   help="fewest lines per model call (default: --batch-size, i.e. fixed batches; smaller lets "
+                   "Beam adapt the batch size to the measured speed)")
+    p.add_argument("--num-shards", type=int, default=None, help="output files (default: one per 100,000 lines)")
+    p.add_argument("--force", action="store_true", help="replace DIR if it exists (only once the new output is "
+                   "complete; a failed job keeps the old one)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI for models:/ and runs:/ URIs "
+                   "(default: MLFLOW_TRACKING_URI, else sqlite:///mlflow_runs/mlflow.db)")
 
     from pipelines import tasks
 
@@ -187,6 +244,22 @@ def _evaluate(args) -> int:
     return EXIT_OK
 
 
+def _predict(args, beam_args: list[str]) -> int:
+    from pipelines.config import DEFAULT_TRACKING_URI
+    from pipelines.predict import OutputExistsError, predict
+
+    tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    try:
+        out = predict(args.model, args.input, args.output, beam_args, tracking_uri=tracking_uri,
+                      batch_size=args.batch_size, min_batch_size=args.min_batch_size, num_shards=args.num_shards,
+                      force=args.force)
+    except OutputExistsError as err:
+        print(f"rnnflow: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    print(out)
+    return EXIT_OK
+
+
 def read_texts(args) -> list[str]:
     """The texts of a task verb: its arguments, then the lines of ``--input`` (blank lines skipped)."""
     texts = list(args.text)
@@ -214,7 +287,7 @@ def batches(texts: list[str], size: int):
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
-    if beam_args and args.command not in ("prepare", "train", "run"):
+    if beam_args and args.command not in ("prepare", "train", "run", "predict"):
         parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -238,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
             print(summary(result))
         elif args.command == "evaluate":
             return _evaluate(args)
+        elif args.command == "predict":
+            return _predict(args, beam_args)
         else:  # a task's verb
             return args.handler(args)
         return EXIT_OK

@@ -399,6 +399,27 @@ class TrackingConfig(_Section):
     registered_model: str | None = None
     metric: str | None = Field(None, description="decides promotion; default per task (val_perplexity, val_accuracy)")
     greater_is_better: bool | None = Field(None, description="default: True for accuracy / F1, False for perplexity / loss")
+    http_retries: int | None = Field(None, ge=0, le=10, description=(
+        "retries of a failed request to a tracking server (connection refused, 5xx, 429), with exponential "
+        "backoff; default: MLflow's (7, or MLFLOW_HTTP_REQUEST_MAX_RETRIES)"))
+    http_backoff: int | None = Field(None, ge=0, le=60, description=(
+        "backoff factor in seconds: the n-th retry waits about http_backoff * 2**(n-1) s (at most 120 s); "
+        "default: MLflow's (2, or MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR)"))
+    http_timeout_s: int | None = Field(None, ge=1, description=(
+        "seconds one request may take; default: MLflow's (120, or MLFLOW_HTTP_REQUEST_TIMEOUT)"))
+
+
+class PromotionConfig(_Section):
+    """How a new version must beat the champion to take its alias."""
+
+    rule: Literal["paired_bootstrap", "any_improvement"] = Field("paired_bootstrap", description=(
+        "paired_bootstrap: better with `confidence` in a paired bootstrap over the held-out items both models "
+        "were scored on; any_improvement: a better tracking.metric figure by any amount"))
+    confidence: float = Field(0.95, gt=0.5, lt=1.0, description="the fraction of resamples the candidate must win")
+    samples: int = Field(1000, ge=100, le=100_000, description="bootstrap resamples")
+    seed: int = Field(0, description="the resampling seed (decisions are reproducible)")
+    min_items: int = Field(20, ge=1, description=(
+        "fewer held-out items shared with the champion than this, and the candidate is not promoted"))
 
 
 class DecodeConfig(_Section):
@@ -426,6 +447,7 @@ class RunConfig(_Section):
     model: ModelConfig = Field(default_factory=dict, validate_default=True)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     decode: DecodeConfig = Field(default_factory=DecodeConfig)
 

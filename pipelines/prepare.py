@@ -67,11 +67,7 @@ import hashlib
 import json
 import logging
 import os
-import re
-import shutil
-import socket
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +89,9 @@ from pipelines.beam.summary import WriteSummary
 from pipelines.beam.tokenization import TokenizeLines
 from pipelines.beam.vocabulary import BuildVocabulary, CountTokens, WriteVocabulary
 from pipelines.config import DataConfig
+from pipelines.output_dirs import read_json as _read_json
+from pipelines.output_dirs import make_tmp_dir, remove_dead_leftovers, rename_dir as _rename_dir, rmtree as _rmtree
+from pipelines.output_dirs import tmp_dir_name, tmp_owner  # noqa: F401 - part of this module's API
 from preprocessing.manifest import FILE_KEYS, DataError, canonical_json, load_manifest, manifest_fingerprint, verify
 from preprocessing import schema
 from preprocessing.tokenizers import TokenizerConfig
@@ -139,85 +138,6 @@ def input_fingerprint(config: DataConfig, sources: list[dict[str, str]]) -> str:
             }
         )
     ).hexdigest()
-
-
-def _is_local(path: str) -> bool:
-    return "://" not in path
-
-
-def _rmtree(path: str) -> None:
-    if _is_local(path):
-        shutil.rmtree(path, ignore_errors=True)
-    elif tf.io.gfile.exists(path):
-        tf.io.gfile.rmtree(path)
-
-
-def _rename_dir(src: str, dst: str) -> None:
-    if _is_local(src):
-        os.rename(src, dst)  # atomic on one local filesystem
-    else:
-        tf.io.gfile.rename(src, dst, overwrite=False)
-
-
-def _read_json(path: str) -> Any:
-    with tf.io.gfile.GFile(path, "rb") as f:
-        return json.loads(f.read().decode("utf-8"))
-
-
-# ------------------------------------------------------------------------------ temporary dirs
-_TMP_OWNER = re.compile(r"\.tmp-[0-9a-f]{8}-(?P<pid>[0-9]+)-(?P<host>[A-Za-z0-9._-]+)$")
-
-
-def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()) or "unknown"
-
-
-def tmp_dir_name(name: str, host: str, pid: int) -> str:
-    """The hidden temporary directory a prepare of ``name`` writes into: ``.<name>.tmp-<random>-<pid>-<host>``
-    (the owner in the name, so a later prepare can tell a dead job's leftover from a running one)."""
-    return f".{name}.tmp-{uuid.uuid4().hex[:8]}-{int(pid)}-{re.sub(r'[^A-Za-z0-9._-]', '_', host)}"
-
-
-def tmp_owner(dirname: str) -> tuple[str, int] | None:
-    """``(host, pid)`` of a temporary directory named by :func:`tmp_dir_name`; None for other names."""
-    m = _TMP_OWNER.search(dirname)
-    return (m.group("host"), int(m.group("pid"))) if m else None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    except OSError:
-        return True  # unknown: keep the directory
-    return True
-
-
-def _remove_dead_leftovers(output_root: str, name: str) -> None:
-    """Removes ``.<name>.tmp-*`` directories whose owner (this host, a pid no longer alive) is gone;
-    logs those it leaves (another host's, a live process', or of unknown owner)."""
-    try:
-        entries = tf.io.gfile.listdir(output_root)
-    except (OSError, tf.errors.OpError):
-        return
-    host = _host()
-    for entry in sorted(e.rstrip("/") for e in entries):
-        if not entry.startswith(f".{name}.tmp-"):
-            continue
-        path = os.path.join(output_root, entry)
-        owner = tmp_owner(entry)
-        if owner is None:
-            log.info("leaving %s: a temporary directory of unknown owner (delete it if no prepare is running)", path)
-        elif owner[0] != host:
-            log.info("leaving %s: its owner runs on host %s", path, owner[0])
-        elif owner[1] != os.getpid() and not _pid_alive(owner[1]):
-            log.warning("removing %s: left by a prepare job (pid %d) that is gone", path, owner[1])
-            _rmtree(path)
-        else:
-            log.info("leaving %s: its owner (pid %d) is still running", path, owner[1])
 
 
 # ----------------------------------------------------------------------------------- manifest
@@ -402,15 +322,13 @@ def prepare(data_config: DataConfig, beam_args: list[str] | None = None, force: 
     output_root = os.fspath(data_config.output_dir)
     name = f"{data_config.dataset}-{fingerprint[:12]}"
     final_dir = os.path.join(output_root, name)
-    _remove_dead_leftovers(output_root, name)
+    remove_dead_leftovers(output_root, name, log)
 
     if not force and _reusable(final_dir, fingerprint):
         log.info("prepare %s: reusing %s (same fingerprint %s)", data_config.dataset, final_dir, fingerprint[:12])
         return Path(final_dir)
 
-    tf.io.gfile.makedirs(output_root)
-    tmp_dir = os.path.join(output_root, tmp_dir_name(name, _host(), os.getpid()))
-    tf.io.gfile.makedirs(tmp_dir)
+    tmp_dir = make_tmp_dir(output_root, name)
     runner = {"name": runner_name(options), "args": list(beam_args or [])}  # recorded, outside the fingerprint
     log.info("prepare %s: building %s (runner %s) in %s", data_config.dataset, name, runner["name"], tmp_dir)
     try:

@@ -61,6 +61,7 @@ class RunResult:
     resumed_from_step: int | None = None
     output_key: str = ""
     registered_before: bool = False  # the version existed already (registered by an earlier run of this config)
+    items_dir: str = ""  # per-item statistics of the held-out splits (items-<split>.npz), for promotion
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,7 @@ def train(config: RunConfig, data_dir: Path, *, strategy, tracker, work: "RunPat
     if not tracker.enabled:  # a non-chief worker: the chief exports, plots, logs and registers
         return out
 
+    out.items_dir = _log_item_stats(config, task, data, model, tracker, work)
     export = task.export(config, data, model)
     model_dir = work.out / "model"
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -257,6 +259,41 @@ def _log_training(config: RunConfig, result, tracker, work: "RunPaths", curve_ke
     tracker.log_dict({"history": result.history, "steps": result.steps}, "history.json")
 
 
+def _log_item_stats(config: RunConfig, task, data, model, tracker, work: "RunPaths") -> str:
+    """Saves and logs (``evaluation/items-<split>.npz``) the per-item statistics of the held-out splits,
+    which a later candidate is paired with when it is compared to this model; returns their folder
+    (``""`` for a task that records none)."""
+    from pipelines.tracking.comparison import ITEMS_FOLDER, items_artifact
+
+    try:
+        items = task.item_stats(config, data, model)
+    except NotImplementedError as error:
+        log.warning("no per-item statistics (%s): promotion compares this model by its figure", error)
+        return ""
+    folder = work.out / ITEMS_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, stats in items.items():
+        path = work.out / items_artifact(split)
+        stats.save(path)
+        tracker.log_artifact(path, ITEMS_FOLDER)
+    return str(folder)
+
+
+def promotion_rule(config: RunConfig, items_dir: str):
+    """The config's promotion rule, with the candidate's statistics of ``tracking.metric``'s split."""
+    from pipelines.tasks.base import metric_split
+    from pipelines.tracking.comparison import PromotionRule, items_artifact
+
+    try:
+        split, statistic = metric_split(config.tracking.metric)
+    except ValueError:
+        split, statistic = "valid", config.tracking.metric
+    candidate = str(Path(items_dir).parent / items_artifact(split)) if items_dir else None
+    p = config.promotion
+    return PromotionRule(rule=p.rule, confidence=p.confidence, samples=p.samples, seed=p.seed, min_items=p.min_items,
+                         split=split, statistic=statistic, candidate_items=candidate)
+
+
 def _log_and_register(config: RunConfig, tracker, export_model, input_example, out: "RunResult", register: bool):
     """Logs the exported model; with ``register``, registers it (once per registered model and run)
     and promotes it only if it beats the champion."""
@@ -280,9 +317,15 @@ def register_result(config: RunConfig, out: "RunResult") -> None:
         raise KeyError(f"tracking.metric {config.tracking.metric!r} is not one of {sorted(out.metrics)}")
     version, decision, new = tracking.register_once(
         config.resolved_tracking_uri(), out.model_uri, out.mlflow_run_id, name, config.tracking.metric, value,
-        bool(config.tracking.greater_is_better))
+        bool(config.tracking.greater_is_better), rule=promotion_rule(config, out.items_dir))
     out.registered_version, out.promotion, out.registered_before = version, decision, not new
     log.info("%s version %s: %s", name, version, decision.get("reason", ""))
+
+
+def _configure_http(config: RunConfig) -> None:
+    from pipelines import tracking
+
+    tracking.configure_http(config.tracking.http_retries, config.tracking.http_backoff, config.tracking.http_timeout_s)
 
 
 def _run_exists(tracking_uri: str, run_id: str | None) -> bool:
@@ -336,6 +379,7 @@ def execute(config: RunConfig, *, beam_args: list[str] | None = None, register: 
             shutil.rmtree(train_dir / "outputs", ignore_errors=True)
             state = {}
         tracking_uri = config.resolved_tracking_uri()
+        _configure_http(config)
         trained = state.get("status") == "done"
         outputs = state.setdefault("outputs", {})
         done = outputs.get(okey, {})

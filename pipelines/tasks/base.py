@@ -65,6 +65,9 @@ class TaskData:
     manifest: "Manifest"
     artifacts: list[tuple[str, str]] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
+    # what the last :meth:`Task.evaluate` scored item by item: split -> ItemStats, and the model scored
+    items: dict | None = None
+    items_model: Any = None
 
 
 class Task:
@@ -127,8 +130,26 @@ class Task:
         raise NotImplementedError
 
     def evaluate(self, config: "RunConfig", data: TaskData, model) -> dict[str, float]:
-        """The final metrics, prefixed by split (``val_…``, ``test_…``)."""
+        """The final metrics, prefixed by split (``val_…``, ``test_…``).
+
+        A task that supports paired comparisons scores the items in the same pass (its evaluators'
+        ``score_items``) and keeps them in ``data.items`` / ``data.items_model`` for :meth:`item_stats`.
+        """
         raise NotImplementedError
+
+    def item_stats(self, config: "RunConfig", data: TaskData, model) -> dict[str, Any]:
+        """``{split: keras_models.item_stats.ItemStats}`` of ``valid`` and ``test``: per-item
+        statistics whose sums give exactly :meth:`evaluate`'s figures, one statistic per metric
+        (``val_wer`` is statistic ``wer`` of split ``valid``: :func:`metric_split`).
+
+        What the last :meth:`evaluate` of this model recorded; if it scored another model (or none),
+        this evaluates ``model`` again.
+        """
+        if data.items is None or data.items_model is not model:
+            self.evaluate(config, data, model)
+        if data.items is None:
+            raise NotImplementedError(f"task {self.name!r} does not record per-item statistics")
+        return data.items
 
     def export(self, config: "RunConfig", data: TaskData, model):
         """The exported model: raw strings in (tokenization inside)."""
@@ -173,6 +194,17 @@ def _registered():
 def metric_prefix(split: str) -> str:
     """The prefix of a split's metrics: ``val_…`` for the validation split, ``train_…`` / ``test_…``."""
     return "val" if split == "valid" else split
+
+
+def metric_split(metric: str) -> tuple[str, str]:
+    """``(split, statistic name)`` of a metric name, :func:`metric_prefix`'s inverse: ``val_wer`` →
+    ``("valid", "wer")``, ``test_beam5_bleu`` → ``("test", "beam5_bleu")``: where
+    :meth:`Task.item_stats` keeps the metric's per-item statistics."""
+    for split in ("valid", "test", "train"):
+        prefix = metric_prefix(split) + "_"
+        if metric.startswith(prefix) and len(metric) > len(prefix):
+            return split, metric[len(prefix):]
+    raise ValueError(f"metric {metric!r} names no split (val_…, test_…, train_…)")
 
 
 def load_example_splits(data_dir, with_chars: bool = False, manifest=None) -> dict:

@@ -128,12 +128,15 @@ class LabelledTask(Task):
 
     def evaluate(self, config, data, model):
         metrics: dict[str, float] = {}
-        data.reports = {}
+        data.reports, items = {}, {}
+        tokens = data.vocab.tokens
         for split, ev in data.evaluators.items():
             prefix = metric_prefix(split)
-            for k, v in ev(model).items():
+            scores, items[split] = ev.score_items(model, tokens)  # per item, for paired comparisons
+            for k, v in scores.items():
                 metrics[f"{prefix}_{k}"] = v
             data.reports[split] = ev.last_report
+        data.items, data.items_model = items, model
         return metrics
 
     def text_to_ids(self, data):

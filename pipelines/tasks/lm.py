@@ -136,15 +136,20 @@ class LanguageModelTask(Task):
         from keras_models.evaluation import StreamEvaluator
 
         metrics: dict[str, float] = {}
+        items = {}
+        tokens = data.vocab.tokens
         for split in ("valid", "test"):
             prefix = metric_prefix(split)
             ev = data.val_eval if split == "valid" else StreamEvaluator(data.layouts[split],
                                                                         jit_compile=config.training.jit_compile)
-            scores = ev(model)
+            if ev is None:  # evaluated without a validator (item_stats of a loaded model)
+                ev = StreamEvaluator(data.layouts[split], jit_compile=config.training.jit_compile)
+            scores, items[split] = ev.score_items(model, tokens)  # per sentence, for paired comparisons
             metrics[f"{prefix}_loss"] = scores["loss"]
             metrics[f"{prefix}_perplexity"] = scores["perplexity"]
             if data.level == "char":
                 metrics[f"{prefix}_bpc"] = scores["bits_per_token"]
+        data.items, data.items_model = items, model
         return metrics
 
     def export(self, config, data, model):

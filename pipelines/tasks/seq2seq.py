@@ -149,17 +149,25 @@ class Seq2SeqTask(Task):
     def evaluate(self, config, data, model):
         d = config.decode
         metrics: dict[str, float] = {}
+        items = {}
+        tokens = data.source_vocab.tokens
         for split in ("valid", "test"):
             prefix = metric_prefix(split)
-            searches = {"greedy": data.val_greedy if split == "valid" else self._evaluator(config, data, split, 1)}
+            greedy = data.val_greedy if split == "valid" and data.val_greedy is not None else None
+            searches = {"greedy": greedy or self._evaluator(config, data, split, 1)}
             if d.beam_size > 1:
                 searches[f"beam{d.beam_size}"] = self._evaluator(config, data, split, d.beam_size)
             for name, ev in searches.items():
-                for k, v in ev(model).items():
+                scores, found = ev.score_items(model, tokens)  # per source, for paired comparisons
+                # one ItemStats per split: the greedy search's statistics as wer, per, ...; a beam's as beamN_wer, ...
+                found = found if name == "greedy" else found.with_prefix(name)
+                items[split] = found if split not in items else items[split].merged(found)
+                for k, v in scores.items():
                     if name == "greedy":
                         metrics[f"{prefix}_{k}"] = v
                     elif k not in ("loss", "perplexity", "sources"):
                         metrics[f"{prefix}_{name}_{k}"] = v
+        data.items, data.items_model = items, model
         return metrics
 
     def export(self, config, data, model):

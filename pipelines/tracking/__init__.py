@@ -19,7 +19,8 @@ rebuilds only its own classes and rnnflow's installed ones (:mod:`keras_models.s
 Registry. Versions are promoted with aliases (``champion``, ``challenger``), never with the
 deprecated stages. A candidate becomes ``champion`` only when its metric strictly beats the current
 champion's; the figure used for each version is stored on the version as the tag
-``metric.<metric name>``.
+``metric.<metric name>``. Promotions of one registered model are serialised across machines by a lock
+held in the registry (:mod:`~pipelines.tracking.lease`).
 
 Multi-worker training: only the chief logs; other workers make ``Tracker(..., enabled=False)``, whose
 methods do nothing and write nothing.
@@ -37,13 +38,13 @@ from pipelines.tracking.loading import ResolvedModel, load_logged_model, load_mo
 from pipelines.tracking.params import MAX_KEY_LENGTH, MAX_PARAM_VALUE_LENGTH, MAX_TAG_VALUE_LENGTH, flatten_params
 from pipelines.tracking.registry import (CHALLENGER, CHAMPION, PromotionDecision, log_promotion_decision, metric_tag,
                                          promote, register_once, version_metric, versions_from_run)
-from pipelines.tracking.store import (configure, default_artifact_location, experiment_artifact_location,
+from pipelines.tracking.store import (configure, configure_http, default_artifact_location, experiment_artifact_location,
                                       get_or_create_experiment, metric_history)
 from pipelines.tracking.tracker import Tracker, register_model
 
 __all__ = [
     "CHALLENGER", "CHAMPION", "MAX_KEY_LENGTH", "MAX_PARAM_VALUE_LENGTH", "MAX_TAG_VALUE_LENGTH", "PYFUNC_LOADER",
-    "KerasPyfunc", "PromotionDecision", "ResolvedModel", "Tracker", "_load_pyfunc", "configure",
+    "KerasPyfunc", "PromotionDecision", "ResolvedModel", "Tracker", "_load_pyfunc", "configure", "configure_http",
     "default_artifact_location", "experiment_artifact_location", "flatten_params", "get_or_create_experiment",
     "infer_keras_signature", "load_logged_model", "load_model", "local_path", "log_promotion_decision",
     "metric_history", "metric_tag", "promote", "register_model", "register_once", "resolve_model_uri",

@@ -52,7 +52,7 @@ def infer_keras_signature(model: Any, input_example: Any = None) -> ModelSignatu
         elif isinstance(output, (list, tuple)):
             output = {f"output_{i}": np.asarray(v) for i, v in enumerate(output)}
         signature = infer_signature(example, output)
-        return signature
+        return _with_symbolic_output_shapes(model, example, signature)
     try:
         inputs, outputs = list(model.inputs), list(model.outputs)
     except (AttributeError, ValueError):
@@ -67,6 +67,34 @@ def infer_keras_signature(model: Any, input_example: Any = None) -> ModelSignatu
         )
 
     return ModelSignature(inputs=schema(inputs, "input"), outputs=schema(outputs, "output"))
+
+
+def _with_symbolic_output_shapes(model: Any, example: Any, signature: ModelSignature) -> ModelSignature:
+    """``signature`` with the output axes that the model leaves open made dynamic (``-1``).
+
+    Shapes inferred from one example fix every axis but the batch to the example's sizes (a
+    tagger's ``tokens`` / ``tags`` would claim the example's token count). The model's own output
+    spec for an input of unknown batch (``compute_output_spec``) tells which axes vary; where it
+    cannot be computed, or does not match, the example's shapes are kept.
+    """
+    import keras
+
+    if not isinstance(example, np.ndarray) or signature.outputs is None:
+        return signature
+    dtype = "string" if example.dtype == object else example.dtype.name
+    try:
+        spec = model.compute_output_spec(keras.KerasTensor((None, *example.shape[1:]), dtype=dtype))
+    except Exception:  # noqa: BLE001 - a model that cannot be traced symbolically keeps the example's shapes
+        return signature
+    specs = spec if isinstance(spec, Mapping) else {None: spec}
+    outputs = []
+    for tensor in signature.outputs.inputs:
+        symbolic = specs.get(tensor.name)
+        shape = list(tensor.shape)
+        if symbolic is not None and len(symbolic.shape) == len(shape):
+            shape = [-1 if d is None else s for d, s in zip(symbolic.shape, shape)]
+        outputs.append(TensorSpec(tensor.type, shape, name=tensor.name))
+    return ModelSignature(inputs=signature.inputs, outputs=Schema(outputs), params=signature.params)
 
 
 def _as_example(input_example: Any) -> Any:
@@ -140,10 +168,29 @@ class KerasPyfunc:
             data = data.iloc[:, 0].to_numpy() if data.shape[1] == 1 else {c: data[c].to_numpy() for c in data.columns}
         if isinstance(data, (list, tuple)):
             data = _as_example(list(data))
+        _check_text_batch(data)
         outputs = self.model.predict(data, verbose=0)
         if isinstance(outputs, Mapping):
             return {k: _decoded(np.asarray(v)) for k, v in outputs.items()}
         return _decoded(np.asarray(outputs))
+
+
+def _check_text_batch(data: Any) -> None:
+    """A batch of texts (a numpy ``object`` array, as MLflow gives string inputs) must hold strings
+    and be a batch: anything else is the caller's error (``INVALID_PARAMETER_VALUE``, a 400 from
+    ``mlflow models serve``), said plainly instead of a failure deep in the model."""
+    if not isinstance(data, np.ndarray) or data.dtype != object:
+        return
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    if data.ndim == 0:
+        raise MlflowException(f"expected a batch (a list) of texts, got the single value {data.item()!r}",
+                              error_code=INVALID_PARAMETER_VALUE)
+    for x in data.flat:
+        if not isinstance(x, (str, bytes)):
+            raise MlflowException(f"expected texts (strings), got {type(x).__name__} {x!r}",
+                                  error_code=INVALID_PARAMETER_VALUE)
 
 
 def _decoded(array: np.ndarray) -> np.ndarray:

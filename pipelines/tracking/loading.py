@@ -18,6 +18,7 @@ from mlflow.models import Model
 
 from keras_models import saving
 from keras_models.saving import ModelNotFoundError, UnsafeModelError
+from pipelines.tracking.lease import is_lock
 from pipelines.tracking.store import _quoted, _sqlite_path
 
 
@@ -51,7 +52,7 @@ def _registry_miss(client: MlflowClient, store: str, model_uri: str, name: str, 
     try:
         registered = client.get_registered_model(name)
     except MlflowException:
-        names = sorted(m.name for m in client.search_registered_models(max_results=50))
+        names = sorted(m.name for m in client.search_registered_models(max_results=50) if not is_lock(m.name))
         held = f"registered models: {', '.join(names)}" if names else "the registry is empty"
         return ModelNotFoundError(f"{model_uri}: no registered model {name!r} in {store} ({held})")
     versions = sorted(int(v.version) for v in client.search_model_versions(f"name={_quoted(name)}"))

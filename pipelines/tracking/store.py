@@ -56,6 +56,24 @@ def configure(tracking_uri: str) -> str:
     return tracking_uri
 
 
+HTTP_SETTINGS = {"retries": "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "backoff": "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+                 "timeout_s": "MLFLOW_HTTP_REQUEST_TIMEOUT"}
+
+
+def configure_http(retries: int | None = None, backoff: int | None = None, timeout_s: int | None = None) -> dict:
+    """How MLflow's client retries requests to a tracking server, for this process and the processes
+    it starts (MLflow reads these environment variables on every request). ``None`` leaves a setting
+    as it is (MLflow's default, or the variable the user set). Returns the settings in force.
+
+    MLflow retries every method, POSTs included, on connection errors, 429 and 5xx answers, with
+    exponential backoff: its defaults (7 retries, factor 2) ride out about four minutes of a server
+    that is down or restarting."""
+    for key, value in (("retries", retries), ("backoff", backoff), ("timeout_s", timeout_s)):
+        if value is not None:
+            os.environ[HTTP_SETTINGS[key]] = str(int(value))
+    return {key: os.environ.get(var) for key, var in HTTP_SETTINGS.items()}
+
+
 def _client(client_or_uri: MlflowClient | str | None) -> MlflowClient:
     if isinstance(client_or_uri, MlflowClient):
         return client_or_uri

@@ -420,7 +420,15 @@ def test_mlflow_run_metrics_are_the_final_evaluation(workspace, monkeypatch, cap
         scores = original(self, model)
         return {**scores, "accuracy": 0.9 - 0.1 * self._calls}
 
+    original_items = TaggingEvaluator.score_items
+
+    def declining_items(self, model, vocabulary):  # the final evaluation (with per-item statistics)
+        self._calls = getattr(self, "_calls", 0) + 1
+        scores, items = original_items(self, model, vocabulary)
+        return {**scores, "accuracy": 0.9 - 0.1 * self._calls}, items
+
     monkeypatch.setattr(TaggingEvaluator, "__call__", declining)
+    monkeypatch.setattr(TaggingEvaluator, "score_items", declining_items)
     corpus = workspace / "ner.txt"
     corpus.write_text(_conll_2003(60), encoding="utf-8")
     config_path = workspace / "ner.yaml"
