@@ -78,6 +78,8 @@ class StreamEvaluator:
     recompile. :meth:`score_items` adds per-sentence statistics.
     """
 
+    ITEM_KIND = 'sentence-of-a-token-stream'  # the first part of its items' content keys (item_key)
+
     def __init__(self, layout, jit_compile: bool = True):
         self.layout = layout
         self.jit_compile = jit_compile
@@ -157,7 +159,7 @@ class StreamEvaluator:
             pending = []
             position += ids.size
             ends.append(position)
-            keys.append(item_key("lm", _tokens(vocab, ids, f"sentence {len(keys)}")))
+            keys.append(item_key(self.ITEM_KIND, _tokens(vocab, ids, f"sentence {len(keys)}")))
 
         for chunk in self._stream_chunks(stream):
             chunk = np.asarray(chunk).reshape(-1)
@@ -332,6 +334,8 @@ class TaggingEvaluator(_BatchScorer):
     ``"unseen": {name: tokens}``; without them, both are exactly as before.
     """
 
+    ITEM_KIND = 'tagged-sentence'  # the first part of its items' content keys (item_key)
+
     def __init__(self, examples, tag_names: list[str], scheme: str = "plain", batch_size: int = 32,
                  max_chars: int | None = None, jit_compile: bool = False, unseen_names: list[str] | tuple = ()):
         super().__init__(examples, batch_size, max_chars, jit_compile)
@@ -416,7 +420,7 @@ class TaggingEvaluator(_BatchScorer):
         def collect(positions, golds, preds, ids, gold_names, pred_names):
             positions = np.asarray(positions, np.int64)
             for p, x, g in zip(positions.tolist(), ids, golds):
-                keys[p] = item_key("tagging", _tokens(vocab, x, f"sentence {p}"), names[g].tolist())
+                keys[p] = item_key(self.ITEM_KIND, _tokens(vocab, x, f"sentence {p}"), names[g].tolist())
             accuracy[positions, 0] = [int(np.sum(g == q)) for g, q in zip(golds, preds)]
             accuracy[positions, 1] = [g.size for g in golds]
             if spans is not None:
@@ -499,6 +503,8 @@ class ClassificationEvaluator(_BatchScorer):
     known labels).
     """
 
+    ITEM_KIND = 'labelled-document'  # the first part of its items' content keys (item_key)
+
     def __init__(self, examples, label_names: list[str], batch_size: int = 32, jit_compile: bool = False,
                  unseen_names: list[str] | tuple = ()):
         super().__init__(examples, batch_size, None, jit_compile)
@@ -573,7 +579,7 @@ class ClassificationEvaluator(_BatchScorer):
         def collect(positions, gold, pred, lengths, ids):
             positions, gold, pred = (np.asarray(a, np.int64) for a in (positions, gold, pred))
             for row, p in enumerate(positions.tolist()):
-                keys[p] = item_key("classification", _tokens(vocab, ids[row, : lengths[row]], f"document {p}"),
+                keys[p] = item_key(self.ITEM_KIND, _tokens(vocab, ids[row, : lengths[row]], f"document {p}"),
                                    names[int(gold[row])])
             right = (gold == pred) & (gold < known)
             accuracy[positions, 0], accuracy[positions, 1] = right, 1.0
@@ -670,6 +676,8 @@ class Seq2SeqEvaluator(_BatchScorer):
     ``chrf``); :meth:`decode` the outputs of given sources (samples, attention maps), and
     :meth:`sample_sources` the split's first distinct sources.
     """
+
+    ITEM_KIND = 'source-with-references'  # the first part of its items' content keys (item_key)
 
     def __init__(self, examples, target_vocab: list[str], batch_size: int = 64, beam_size: int = 1,
                  max_length: int = 50, length_penalty: float = 1.0, text_metrics: bool = False,
@@ -788,7 +796,7 @@ class Seq2SeqEvaluator(_BatchScorer):
 
         def collect(ids, references, counts):
             tokens = _tokens(vocab, ids, f"source {len(keys)}")
-            keys.append(item_key("seq2seq", tokens, [list(r) for r in references]))
+            keys.append(item_key(self.ITEM_KIND, tokens, [list(r) for r in references]))
             rates.append(counts)
 
         scores, text = self._evaluate(model, collect)

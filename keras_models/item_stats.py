@@ -44,10 +44,11 @@ FORMAT_VERSION = 1
 _KEYS, _VERSION, _STATS = "keys", "format_version", "stats_"
 
 
-def item_key(task: str, tokens, *gold) -> str:
-    """The content key of one item: sha1 (hex) of ``[task, tokens, *gold]`` as compact JSON, every
-    part strings (or lists of strings)."""
-    text = json.dumps([task, list(tokens), *gold], ensure_ascii=False, separators=(",", ":"))
+def item_key(kind: str, tokens, *gold) -> str:
+    """The content key of one item: sha1 (hex) of ``[kind, tokens, *gold]`` as compact JSON, every
+    part strings (or lists of strings); ``kind`` tells items of different evaluators apart (their
+    ``ITEM_KIND``)."""
+    text = json.dumps([kind, list(tokens), *gold], ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 

@@ -17,6 +17,7 @@ import tensorflow as tf
 from keras import ops
 
 from keras_models.evaluation import ClassificationEvaluator, Seq2SeqEvaluator, StreamEvaluator, TaggingEvaluator
+from keras_models import evaluation
 from keras_models.item_stats import ItemStats, item_key
 from keras_models.models.language_model import RNNLanguageModel
 from keras_models.models.seq2seq import Seq2SeqModel
@@ -66,7 +67,7 @@ def test_lm_sentence_losses_add_up_to_the_stream_perplexity():
     scores, items = ev.score_items(model, VOCAB, stream=stream)
     assert scores == ev(model)
     assert len(items) == len(sentences)
-    assert list(items.keys) == [item_key("lm", s + ["<eos>"]) for s in sentences]
+    assert list(items.keys) == [item_key(evaluation.StreamEvaluator.ITEM_KIND, s + ["<eos>"]) for s in sentences]
     stats = items.stats["perplexity"]
     assert stats[:, 1].sum() == scores["tokens"] == layout.num_targets
     for name in ("loss", "perplexity", "bpc"):
@@ -149,7 +150,7 @@ def test_tagging_sentence_statistics_give_the_evaluators_figures(scheme, crf, un
         for name in ("f1", "precision", "recall"):
             assert items.score(name) == scores[name]
     all_names = names + extra.get("unseen_names", [])
-    assert list(items.keys) == [item_key("tagging", s, [all_names[t] for t in tags])
+    assert list(items.keys) == [item_key(evaluation.TaggingEvaluator.ITEM_KIND, s, [all_names[t] for t in tags])
                                 for s, tags in zip(sentences, ex.tags)]
 
 
@@ -187,7 +188,7 @@ def test_classification_document_statistics_give_accuracy_and_macro_f1():
     assert items.stats["macro_f1"].shape == (40, 12)  # 4 labels x (tp, fp, fn)
     np.testing.assert_array_equal(items.stats["macro_f1"].reshape(40, 4, 3).sum((0, 2)) > 0, True)
     names = ["a", "b", "c", "new"]
-    assert list(items.keys) == [item_key("classification", d, names[y]) for d, y in zip(docs, labels)]
+    assert list(items.keys) == [item_key(evaluation.ClassificationEvaluator.ITEM_KIND, d, names[y]) for d, y in zip(docs, labels)]
     other = Examples(task="classification", ids=[_encode(OTHER, d) for d in docs], labels=labels)
     _, again = ClassificationEvaluator(other, ["a", "b", "c"], 7, unseen_names=["new"]).score_items(model, OTHER)
     np.testing.assert_array_equal(again.keys, items.keys)
@@ -242,7 +243,7 @@ def test_seq2seq_source_statistics_give_wer_per_bleu_and_chrf():
     refs = {}
     for s, t in zip(sources, targets):
         refs.setdefault(s, []).append(list(t))
-    assert list(items.keys) == [item_key("seq2seq", list(w), refs[w]) for w in words]
+    assert list(items.keys) == [item_key(evaluation.Seq2SeqEvaluator.ITEM_KIND, list(w), refs[w]) for w in words]
 
 
 # ------------------------------------------------------------------------------------ the tasks
